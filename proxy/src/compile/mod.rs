@@ -1,0 +1,265 @@
+//! Compiles a [`RoutingTable`] once into lookup structures for the data plane.
+//!
+//! A bad node degrades only itself: an invalid host or a route naming a missing
+//! backend produces a warning and the rest of the table is served. Only problems
+//! that make the whole table unusable (two listeners on one address) are errors.
+
+mod router;
+
+pub use router::{HostRouter, RouteIx, normalize_host};
+
+use crate::balance::SmoothWeighted;
+use crate::table::{self, Action, Backend, BackendTimeouts, Listener, RoutingTable, SourceRef};
+use crate::upstream::{Upstream, Upstreams};
+use http::uri::Authority;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The compiled, immutable form of a table. Published with one `ArcSwap`.
+pub struct CompiledTable {
+    /// The table this was compiled from, for `/debug/table`.
+    pub source: Arc<RoutingTable>,
+    pub listeners: Vec<CompiledListener>,
+    pub backends: Vec<CompiledBackend>,
+    pub warnings: Vec<String>,
+}
+
+pub struct CompiledListener {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+    pub kind: ListenerKind,
+}
+
+pub enum ListenerKind {
+    Http(HttpListener),
+}
+
+pub struct HttpListener {
+    pub router: HostRouter,
+    pub routes: Vec<CompiledRoute>,
+    pub forwarded: table::ForwardedHeaders,
+    pub timeouts: table::ListenerTimeouts,
+}
+
+pub struct CompiledRoute {
+    pub name: Arc<str>,
+    pub source: Option<SourceRef>,
+    pub action: CompiledAction,
+}
+
+pub enum CompiledAction {
+    Forward(BackendIx),
+    /// The route names a backend that does not exist: answer 503 and say which.
+    MissingBackend(Arc<str>),
+}
+
+pub type BackendIx = usize;
+
+pub struct CompiledBackend {
+    pub id: Arc<str>,
+    pub source: Option<SourceRef>,
+    pub endpoints: Vec<CompiledEndpoint>,
+    pub balancer: SmoothWeighted,
+    pub timeouts: BackendTimeouts,
+    pub upstream: Upstream,
+}
+
+pub struct CompiledEndpoint {
+    pub address: SocketAddr,
+    /// `ip:port` pre-rendered once for request URIs.
+    pub authority: Authority,
+    pub weight: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error("listeners `{first}` and `{second}` both bind {bind}")]
+    DuplicateBind {
+        first: String,
+        second: String,
+        bind: SocketAddr,
+    },
+    #[error("two listeners are named `{0}`")]
+    DuplicateListenerName(String),
+}
+
+impl CompiledTable {
+    /// What the proxy serves before its first table: nothing, and not ready.
+    pub fn empty() -> Self {
+        Self {
+            source: Arc::new(RoutingTable::default()),
+            listeners: Vec::new(),
+            backends: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The listener bound to `bind`, if the table still has one.
+    pub fn listener(&self, bind: SocketAddr) -> Option<&CompiledListener> {
+        self.listeners.iter().find(|l| l.bind == bind)
+    }
+}
+
+/// Compiles `table`. `upstreams` is the connection-pool registry that outlives tables.
+pub fn compile(table: RoutingTable, upstreams: &Upstreams) -> Result<CompiledTable, CompileError> {
+    let mut warnings = Vec::new();
+    check_listener_identity(&table.listeners)?;
+
+    let backend_ix: BTreeMap<&str, BackendIx> = table
+        .backends
+        .keys()
+        .enumerate()
+        .map(|(ix, id)| (id.as_str(), ix))
+        .collect();
+    let backends = table
+        .backends
+        .iter()
+        .map(|(id, b)| compile_backend(id, b, upstreams, &mut warnings))
+        .collect();
+
+    let listeners = table
+        .listeners
+        .iter()
+        .map(|listener| match listener {
+            Listener::Http(http) => CompiledListener {
+                name: Arc::from(http.name.as_str()),
+                bind: http.bind,
+                kind: ListenerKind::Http(compile_http(http, &backend_ix, &mut warnings)),
+            },
+        })
+        .collect();
+
+    Ok(CompiledTable {
+        source: Arc::new(table),
+        listeners,
+        backends,
+        warnings,
+    })
+}
+
+fn check_listener_identity(listeners: &[Listener]) -> Result<(), CompileError> {
+    let mut binds: HashMap<SocketAddr, &str> = HashMap::new();
+    let mut names: HashMap<&str, ()> = HashMap::new();
+    for l in listeners {
+        if names.insert(l.name(), ()).is_some() {
+            return Err(CompileError::DuplicateListenerName(l.name().to_owned()));
+        }
+        if let Some(first) = binds.insert(l.bind(), l.name()) {
+            return Err(CompileError::DuplicateBind {
+                first: first.to_owned(),
+                second: l.name().to_owned(),
+                bind: l.bind(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn compile_http(
+    listener: &table::HttpListener,
+    backend_ix: &BTreeMap<&str, BackendIx>,
+    warnings: &mut Vec<String>,
+) -> HttpListener {
+    let mut routes = Vec::with_capacity(listener.routes.len());
+    let mut router = router::Builder::default();
+    for (ix, route) in listener.routes.iter().enumerate() {
+        let context = RouteContext {
+            listener: &listener.name,
+            route,
+        };
+        let action = match &route.action {
+            Action::Forward(id) => match backend_ix.get(id.as_str()) {
+                Some(&b) => CompiledAction::Forward(b),
+                None => {
+                    warnings.push(context.describe(format!(
+                        "backend `{id}` is not defined; the route answers 503"
+                    )));
+                    CompiledAction::MissingBackend(Arc::from(id.as_str()))
+                }
+            },
+        };
+        for problem in router.add(ix, &route.hosts, &route.paths) {
+            warnings.push(context.describe(problem));
+        }
+        routes.push(CompiledRoute {
+            name: Arc::from(route.name.as_str()),
+            source: route.source.clone(),
+            action,
+        });
+    }
+    HttpListener {
+        router: router.build(),
+        routes,
+        forwarded: listener.forwarded,
+        timeouts: listener.timeouts,
+    }
+}
+
+struct RouteContext<'a> {
+    listener: &'a str,
+    route: &'a table::Route,
+}
+
+impl RouteContext<'_> {
+    fn describe(&self, problem: String) -> String {
+        match &self.route.source {
+            Some(src) => format!(
+                "listener `{}` route `{}` ({src}): {problem}",
+                self.listener, self.route.name
+            ),
+            None => format!(
+                "listener `{}` route `{}`: {problem}",
+                self.listener, self.route.name
+            ),
+        }
+    }
+}
+
+fn compile_backend(
+    id: &str,
+    backend: &Backend,
+    upstreams: &Upstreams,
+    warnings: &mut Vec<String>,
+) -> CompiledBackend {
+    let mut endpoints = Vec::with_capacity(backend.endpoints.len());
+    for ep in &backend.endpoints {
+        let mut weight = ep.weight;
+        if weight > table::MAX_WEIGHT {
+            warnings.push(format!(
+                "backend `{id}` endpoint {}: weight {weight} is above {}; using {}",
+                ep.address,
+                table::MAX_WEIGHT,
+                table::MAX_WEIGHT
+            ));
+            weight = table::MAX_WEIGHT;
+        }
+        // A SocketAddr always renders as a valid authority.
+        let Ok(authority) = Authority::try_from(ep.address.to_string()) else {
+            warnings.push(format!(
+                "backend `{id}` endpoint {}: unusable address",
+                ep.address
+            ));
+            continue;
+        };
+        endpoints.push(CompiledEndpoint {
+            address: ep.address,
+            authority,
+            weight,
+        });
+    }
+    if endpoints.is_empty() {
+        warnings.push(format!(
+            "backend `{id}` has no endpoints; its routes answer 503"
+        ));
+    }
+    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+    CompiledBackend {
+        id: Arc::from(id),
+        source: backend.source.clone(),
+        balancer: SmoothWeighted::new(&weights),
+        endpoints,
+        timeouts: backend.timeouts,
+        upstream: upstreams.get(&backend.timeouts),
+    }
+}

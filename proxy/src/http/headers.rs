@@ -1,0 +1,223 @@
+//! Request and response header rewriting between client and backend.
+
+use crate::table::ForwardedHeaders;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
+fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+}
+
+/// The protocol a client asks to switch to (`Connection: upgrade` + `Upgrade: x`).
+pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `TE: trailers` is end-to-end in practice (gRPC) and is kept.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let keep_te = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in fixed_hop_by_hop() {
+        if *name == header::TE && keep_te {
+            continue;
+        }
+        headers.remove(name);
+    }
+}
+
+/// Re-adds the headers a protocol switch needs after hop-by-hop stripping.
+pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` per the listener's policy.
+/// `host` is the request's original Host (or :authority).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    mode: ForwardedHeaders,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let client_value = HeaderValue::from_str(&client.to_string());
+    match mode {
+        ForwardedHeaders::Off => {}
+        ForwardedHeaders::Replace => {
+            if let Ok(v) = client_value {
+                headers.insert(&X_FORWARDED_FOR, v);
+            }
+            headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+            match host {
+                Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
+                None => headers.remove(&X_FORWARDED_HOST),
+            };
+        }
+        ForwardedHeaders::Trust => {
+            let previous: Vec<&[u8]> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            let mut joined = previous.join(&b", "[..]);
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(client.to_string().as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                headers.insert(&X_FORWARDED_FOR, v);
+            }
+            if !headers.contains_key(&X_FORWARDED_PROTO) {
+                headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+            }
+            if let Some(h) = host
+                && !headers.contains_key(&X_FORWARDED_HOST)
+            {
+                headers.insert(&X_FORWARDED_HOST, h.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn strips_fixed_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("x-kept", "yes"),
+            ("host", "a.com"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-kept", "host"]);
+    }
+
+    #[test]
+    fn te_trailers_survives() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn detects_upgrade_only_with_connection_token() {
+        assert!(
+            requested_upgrade(&map(&[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "websocket")
+            ]))
+            .is_some()
+        );
+        assert!(requested_upgrade(&map(&[("upgrade", "websocket")])).is_none());
+    }
+
+    #[test]
+    fn replace_discards_spoofed_values() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+        ]);
+        let host = HeaderValue::from_static("shop.example.com");
+        set_forwarded(
+            &mut h,
+            ForwardedHeaders::Replace,
+            "10.0.0.7".parse().unwrap(),
+            "http",
+            Some(&host),
+        );
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.7");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example.com");
+    }
+
+    #[test]
+    fn trust_appends_and_keeps() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let host = HeaderValue::from_static("shop.example.com");
+        set_forwarded(
+            &mut h,
+            ForwardedHeaders::Trust,
+            "::1".parse().unwrap(),
+            "http",
+            Some(&host),
+        );
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 2.2.2.2, ::1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example.com");
+    }
+
+    #[test]
+    fn off_touches_nothing() {
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
+        set_forwarded(
+            &mut h,
+            ForwardedHeaders::Off,
+            "10.0.0.1".parse().unwrap(),
+            "http",
+            None,
+        );
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1");
+        assert!(h.get("x-forwarded-proto").is_none());
+    }
+}

@@ -1,0 +1,10 @@
+//! Sluice data plane: the routing table contract and the proxy that serves it.
+pub mod admin;
+pub mod balance;
+pub mod compile;
+pub mod demo;
+pub mod http;
+pub mod reload;
+pub mod server;
+pub mod table;
+pub mod upstream;

@@ -1,0 +1,207 @@
+//! The routing table: the contract between the controller and the proxy.
+//!
+//! Plain, ordered, comparable data. The standalone YAML file *is* this type, so the
+//! proxy runs without Kubernetes and golden tests can print it. Enums are externally
+//! tagged (`http: {...}`, `prefix: /api`) so that new listener protocols, matchers,
+//! actions and algorithms are new variants, not new flags.
+
+mod duration;
+mod load;
+
+pub use duration::Duration;
+pub use load::{LoadError, from_yaml_file, from_yaml_str, to_yaml};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// Identifies a backend inside one table.
+pub type BackendId = String;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingTable {
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub backends: BTreeMap<BackendId, Backend>,
+}
+
+/// The Kubernetes object (or file section) a node came from, so that logs, errors
+/// and status can name it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRef {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A listening socket, by protocol. TCP and TLS listeners arrive as new variants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Listener {
+    Http(HttpListener),
+}
+
+impl Listener {
+    pub fn name(&self) -> &str {
+        match self {
+            Listener::Http(l) => &l.name,
+        }
+    }
+    pub fn bind(&self) -> SocketAddr {
+        match self {
+            Listener::Http(l) => l.bind,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpListener {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// Ordered routes. Precedence is computed from hosts and paths (see `compile`),
+    /// not from the order, which only breaks exact ties (first wins).
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub forwarded: ForwardedHeaders,
+    #[serde(default)]
+    pub timeouts: ListenerTimeouts,
+}
+
+/// How `X-Forwarded-For`, `-Proto` and `-Host` are produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardedHeaders {
+    /// Incoming values are discarded and replaced by what this proxy saw (safe default
+    /// for an edge proxy: clients cannot spoof their address).
+    #[default]
+    Replace,
+    /// Incoming values come from a trusted proxy in front: the client address is
+    /// appended to `X-Forwarded-For`, and existing `-Proto`/`-Host` are kept.
+    Trust,
+    /// Forwarded headers are passed through untouched and none are added.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerTimeouts {
+    /// Time allowed for a client to send a complete request head (slowloris guard).
+    pub request_header: Duration,
+    /// A keep-alive client connection with no traffic for this long is closed.
+    pub client_idle: Duration,
+}
+
+impl Default for ListenerTimeouts {
+    fn default() -> Self {
+        Self {
+            request_header: Duration::from_secs(10),
+            client_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRef>,
+    /// Exact names or `*.example.com` (one label, per the Ingress spec). Empty: any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Any of these paths. Empty: every path (`prefix: /`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathMatch>,
+    pub action: Action,
+}
+
+/// Path matchers with Kubernetes Ingress semantics.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    /// The path equals this string (case-sensitive, no trailing-slash folding).
+    Exact(String),
+    /// Element-wise prefix: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`.
+    Prefix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Proxy the request to a backend.
+    Forward(BackendId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRef>,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub timeouts: BackendTimeouts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    /// Relative share of requests, 0–256. 0 drains: the endpoint takes no new requests.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+pub const MAX_WEIGHT: u32 = 256;
+
+/// Load-balancing algorithm. More arrive as variants, one file each in `balance/`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's algorithm; HAProxy's `roundrobin`).
+    #[default]
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendTimeouts {
+    /// TCP connect to an endpoint.
+    pub connect: Duration,
+    /// From sending the request until the response head arrives.
+    pub response: Duration,
+    /// An idle pooled connection to an endpoint is closed after this long.
+    pub pool_idle: Duration,
+}
+
+impl Default for BackendTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            response: Duration::from_secs(60),
+            pool_idle: Duration::from_secs(90),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Pooled keep-alive connections to backends.
+//!
+//! Pools are keyed by their settings, not by backend, and live in a registry that
+//! outlives compiled tables: a table swap, a renamed or retargeted backend keeps
+//! its warm connections (hyper's pool is itself keyed by endpoint address).
+
+use crate::table::BackendTimeouts;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub type Upstream = Client<HttpConnector, Incoming>;
+
+#[derive(Default)]
+pub struct Upstreams {
+    clients: Mutex<HashMap<(u64, u64), Upstream>>,
+}
+
+impl Upstreams {
+    pub fn get(&self, timeouts: &BackendTimeouts) -> Upstream {
+        let key = (timeouts.connect.as_millis(), timeouts.pool_idle.as_millis());
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(key)
+            .or_insert_with(|| new_client(timeouts))
+            .clone()
+    }
+}
+
+fn new_client(timeouts: &BackendTimeouts) -> Upstream {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeouts.connect.to_std()));
+    // Endpoints are addresses; never resolve names on the request path.
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(timeouts.pool_idle.to_std())
+        .build(connector)
+}
