@@ -263,3 +263,99 @@ fn compile_backend(
         upstream: upstreams.get(&backend.timeouts),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::from_yaml_str;
+
+    fn compile_yaml(yaml: &str) -> Result<CompiledTable, CompileError> {
+        compile(from_yaml_str(yaml).unwrap(), &Upstreams::default())
+    }
+
+    const TWO_ROUTES: &str = "
+listeners:
+  - http:
+      name: web
+      bind: 127.0.0.1:1
+      routes:
+        - {name: good, hosts: [a.com], action: {forward: b}}
+        - {name: dangling, hosts: [b.com], action: {forward: nope}}
+backends:
+  b:
+    endpoints: [{address: 127.0.0.1:2, weight: 900}]
+";
+
+    #[test]
+    fn a_route_to_an_undefined_backend_degrades_only_itself() {
+        let t = compile_yaml(TWO_ROUTES).unwrap();
+        let ListenerKind::Http(http) = &t.listeners[0].kind;
+        let good = http.router.lookup("a.com", "/").unwrap();
+        let dangling = http.router.lookup("b.com", "/").unwrap();
+        assert!(matches!(
+            http.routes[good].action,
+            CompiledAction::Forward(0)
+        ));
+        assert!(
+            matches!(&http.routes[dangling].action, CompiledAction::MissingBackend(id) if &**id == "nope")
+        );
+        assert!(
+            t.warnings
+                .iter()
+                .any(|w| w.contains("route `dangling`") && w.contains("`nope`")),
+            "{:?}",
+            t.warnings
+        );
+    }
+
+    #[test]
+    fn weights_above_the_maximum_are_clamped_with_a_warning() {
+        let t = compile_yaml(TWO_ROUTES).unwrap();
+        assert_eq!(t.backends[0].endpoints[0].weight, table::MAX_WEIGHT);
+        assert!(
+            t.warnings.iter().any(|w| w.contains("weight 900")),
+            "{:?}",
+            t.warnings
+        );
+    }
+
+    #[test]
+    fn two_listeners_on_one_address_reject_the_table() {
+        let yaml = "
+listeners:
+  - http: {name: a, bind: 127.0.0.1:1}
+  - http: {name: b, bind: 127.0.0.1:1}
+";
+        let err = compile_yaml(yaml).err().unwrap();
+        assert_eq!(
+            err,
+            CompileError::DuplicateBind {
+                first: "a".into(),
+                second: "b".into(),
+                bind: "127.0.0.1:1".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn source_refs_name_the_object_in_warnings() {
+        let yaml = "
+listeners:
+  - http:
+      name: web
+      bind: 127.0.0.1:1
+      routes:
+        - name: r
+          source: {kind: Ingress, namespace: shop, name: front}
+          hosts: ['bad host']
+          action: {forward: x}
+";
+        let t = compile_yaml(yaml).unwrap();
+        assert!(
+            t.warnings.iter().all(|w| w.contains("Ingress/shop/front")),
+            "{:?}",
+            t.warnings
+        );
+        assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+    }
+}

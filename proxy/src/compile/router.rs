@@ -157,7 +157,9 @@ impl Builder {
             .chain(self.router.wildcard.values_mut());
         for router in routers {
             // Longest first; stable, so equal lengths keep route order.
-            router.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+            router
+                .prefixes
+                .sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         }
         self.router
     }
