@@ -1,1 +1,25 @@
+//! Test support for the black-box tests in `tests/`: build and start the real
+//! `sluice-proxy` binary, run in-process backends and clients on 127.0.0.1.
+//!
+//! Each proxy gets a temporary directory (table file, stderr log, stdout) that
+//! is removed afterwards; set `SLUICE_E2E_KEEP=1` to keep it. A failing test
+//! prints the proxy's log.
+//!
+//! This is test-support code: a failed expectation here should fail the test
+//! loudly, so `unwrap`/`expect` are allowed like in the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backend;
+pub mod binary;
+pub mod client;
+pub mod config_file;
+pub mod pattern;
+pub mod process;
+pub mod util;
+pub mod ws;
+
+pub use backend::Backend;
+pub use client::{HttpClient, Reply};
+pub use config_file::Layout;
+pub use process::{Options, ProxyProcess};
+pub use util::{eventually, free_addr};

@@ -110,6 +110,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -155,10 +156,12 @@ async fn run(
             .await
             .with_context(|| format!("cannot bind the admin listener {addr}"))?;
     }
+    // Watch before the first read, so no change or SIGHUP during start-up is lost.
+    let reloader = reload::Reloader::start(config);
     // At start there is no last good table to fall back to: refuse to run.
-    let parsed = table::from_yaml_file(&config)?;
+    let (bytes, parsed) = reloader.read()?;
     apply_initial(&proxy, parsed).await?;
-    tokio::spawn(reload::watch(proxy.clone(), config));
+    tokio::spawn(reloader.run(proxy.clone(), bytes));
     terminate.wait_and_drain(&proxy, drain).await;
     Ok(())
 }

@@ -1,14 +1,17 @@
 //! Hot reload of a table file: on change (inotify on the directory, so the
 //! symlink swap of a Kubernetes ConfigMap counts) and on SIGHUP. A file that does
 //! not parse or compile keeps the last good table and is logged with its location.
+//!
+//! The watcher and the SIGHUP handler are registered before the first read, so a
+//! change or a signal during start-up is never lost (nor fatal).
 
 use crate::server::Proxy;
-use crate::table;
+use crate::table::{self, RoutingTable};
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -16,6 +19,76 @@ use tracing::{error, info, warn};
 const SETTLE: Duration = Duration::from_millis(50);
 /// Used when inotify is unavailable (limits reached, exotic filesystem).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Reloader {
+    path: PathBuf,
+    events: mpsc::UnboundedReceiver<()>,
+    hangup: Option<Signal>,
+    /// The watcher stops when dropped, so it lives as long as the reloader.
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Reloader {
+    /// Starts watching `path` and handling SIGHUP. Must run inside the runtime.
+    pub fn start(path: PathBuf) -> Self {
+        let (tx, events) = mpsc::unbounded_channel::<()>();
+        let watcher = start_watcher(&path, tx.clone());
+        if watcher.is_none() {
+            warn!(file = %path.display(), "file events unavailable; polling every {POLL_INTERVAL:?}");
+            tokio::spawn(poll(tx));
+        }
+        let hangup = signal(SignalKind::hangup())
+            .map_err(|e| warn!("cannot listen for SIGHUP: {e}"))
+            .ok();
+        Self {
+            path,
+            events,
+            hangup,
+            _watcher: watcher,
+        }
+    }
+
+    /// Reads and parses the file once; returns the bytes too, for `run`.
+    pub fn read(&self) -> Result<(Vec<u8>, RoutingTable), table::LoadError> {
+        let bytes = std::fs::read(&self.path).map_err(|source| table::LoadError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        let parsed = table::from_yaml_bytes(&bytes, &self.path)?;
+        Ok((bytes, parsed))
+    }
+
+    /// Applies changes until the process ends. `applied` is what the live table
+    /// was parsed from; anything different on disk is loaded at once.
+    pub async fn run(mut self, proxy: Arc<Proxy>, applied: Vec<u8>) {
+        let mut last = Some(applied);
+        let mut forced = false;
+        loop {
+            let current = std::fs::read(&self.path).ok();
+            if forced || current != last {
+                if forced {
+                    info!(file = %self.path.display(), "SIGHUP: reloading");
+                }
+                load_and_apply(&proxy, &self.path).await;
+                last = current;
+            }
+            forced = tokio::select! {
+                Some(()) = self.events.recv() => false,
+                Some(()) = next_hangup(&mut self.hangup) => true,
+                else => return,
+            };
+            tokio::time::sleep(SETTLE).await;
+            while self.events.try_recv().is_ok() {}
+        }
+    }
+}
+
+async fn next_hangup(hangup: &mut Option<Signal>) -> Option<()> {
+    match hangup {
+        Some(h) => h.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Loads `path`, applies it, and logs the outcome. Returns whether it is now live.
 pub async fn load_and_apply(proxy: &Arc<Proxy>, path: &Path) -> bool {
@@ -44,43 +117,6 @@ pub async fn load_and_apply(proxy: &Arc<Proxy>, path: &Path) -> bool {
     }
 }
 
-/// Watches `path` until the process ends.
-pub async fn watch(proxy: Arc<Proxy>, path: PathBuf) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    // The watcher stops when dropped, so it is held for the life of this loop.
-    let watcher = start_watcher(&path, tx.clone());
-    if watcher.is_none() {
-        warn!(file = %path.display(), "file events unavailable; polling every {POLL_INTERVAL:?}");
-        tokio::spawn(poll(tx.clone()));
-    }
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!("cannot listen for SIGHUP: {e}");
-            None
-        }
-    };
-    let mut last = std::fs::read(&path).ok();
-    loop {
-        let forced = tokio::select! {
-            Some(()) = rx.recv() => false,
-            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-            else => return,
-        };
-        tokio::time::sleep(SETTLE).await;
-        while rx.try_recv().is_ok() {}
-        let current = std::fs::read(&path).ok();
-        if !forced && current == last {
-            continue;
-        }
-        if forced {
-            info!(file = %path.display(), "SIGHUP: reloading");
-        }
-        load_and_apply(&proxy, &path).await;
-        last = current;
-    }
-}
-
 fn start_watcher(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -100,8 +136,8 @@ fn start_watcher(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::R
     Some(watcher)
 }
 
-/// Fallback when file events are unavailable: a signal each interval; the loop
-/// compares contents, so unchanged files cost one read.
+/// Fallback when file events are unavailable: a nudge each interval; `run`
+/// compares contents, so an unchanged file costs one read.
 async fn poll(tx: mpsc::UnboundedSender<()>) {
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     loop {

@@ -1,9 +1,19 @@
 //! Serving one client connection: HTTP/1.1 or h2c (prior knowledge), keep-alive,
 //! request-header and idle timeouts, graceful shutdown.
+//!
+//! Timeouts follow HAProxy's split rather than hyper's single header timer:
+//! `request_header` runs from accept, and on HTTP/1 from the first byte of each
+//! next request, until the request head is complete (a silent or slowloris client
+//! is cut off); `client_idle` closes a connection with no request in flight and no
+//! bytes moving (HAProxy's `timeout http-keep-alive` / `timeout client`).
 
+use super::ProxyBody;
 use super::service::{self, ConnInfo};
 use crate::server::Proxy;
 use crate::table::ListenerTimeouts;
+use bytes::Bytes;
+use http::Version;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -11,10 +21,11 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -26,30 +37,40 @@ pub async fn serve(
     timeouts: ListenerTimeouts,
     stop: CancellationToken,
 ) {
-    let activity = Arc::new(Activity::new());
+    let state = Arc::new(ConnState::new());
     let io = TokioIo::new(Tracked {
         inner: stream,
-        activity: activity.clone(),
+        state: state.clone(),
     });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper starts this timer whenever the connection waits for a request head, so on
-    // HTTP/1 it also bounds how long an idle keep-alive connection is kept.
+    // hyper's own header timer would also close idle keep-alive connections; ours
+    // (ConnState) separates the two.
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(timeouts.request_header.to_std());
+        .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
 
-    let svc = service_fn(move |req| {
+    let svc_state = state.clone();
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(service::handle(&proxy, req, info).await) }
+        let guard = svc_state.request_started(req.version());
+        async move {
+            let response = service::handle(&proxy, req, info).await;
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                guard.0.heads_done.store(true, Ordering::Relaxed);
+            }
+            Ok::<_, Infallible>(response.map(|body| GuardedBody {
+                inner: body,
+                _guard: guard,
+            }))
+        }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
 
-    let idle = timeouts.client_idle.to_std();
     let mut closing = false;
     loop {
         tokio::select! {
@@ -63,52 +84,161 @@ pub async fn serve(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = activity.idle_for(idle), if !closing => {
-                debug!(peer = %info.peer, "closing idle client connection");
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
+            expired = state.expiry(&timeouts), if !closing => match expired {
+                Expired::RequestHeader => {
+                    // No request is in flight, so nothing is lost by closing now.
+                    debug!(peer = %info.peer, "request head not received within {}; closing", timeouts.request_header);
+                    return;
+                }
+                Expired::Idle => {
+                    debug!(peer = %info.peer, "closing idle client connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            },
         }
     }
 }
 
-/// Last time bytes moved on a connection, in milliseconds since `epoch`.
-struct Activity {
-    epoch: Instant,
-    last_ms: AtomicU64,
+enum Expired {
+    RequestHeader,
+    Idle,
 }
 
-impl Activity {
+/// Shared between the socket wrapper, the service and the timer of one connection.
+/// Times are milliseconds since `epoch`; `NOT_STARTED` means no head is awaited.
+struct ConnState {
+    epoch: Instant,
+    last_activity_ms: AtomicU64,
+    head_started_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    /// No request heads follow: HTTP/2 (which multiplexes and pings) after its
+    /// first request, or a connection upgraded to another protocol.
+    heads_done: AtomicBool,
+    head_armed: Notify,
+}
+
+const NOT_STARTED: u64 = u64::MAX;
+
+impl ConnState {
     fn new() -> Self {
         Self {
             epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_activity_ms: AtomicU64::new(0),
+            // Armed at accept: a client that never sends anything is cut off too.
+            head_started_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            heads_done: AtomicBool::new(false),
+            head_armed: Notify::new(),
         }
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NOT_STARTED - 1)
     }
 
-    /// Completes once nothing has moved for `idle`.
-    async fn idle_for(&self, idle: std::time::Duration) {
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + std::time::Duration::from_millis(ms)
+    }
+
+    fn bytes_received(&self) {
+        let now = self.now_ms();
+        self.last_activity_ms.store(now, Ordering::Relaxed);
+        let awaiting_head = self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.heads_done.load(Ordering::Relaxed)
+            && self.head_started_ms.load(Ordering::Relaxed) == NOT_STARTED;
+        if awaiting_head {
+            self.head_started_ms.store(now, Ordering::Relaxed);
+            self.head_armed.notify_one();
+        }
+    }
+
+    fn bytes_sent(&self) {
+        self.last_activity_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn request_started(self: &Arc<Self>, version: Version) -> InFlight {
+        if version == Version::HTTP_2 {
+            self.heads_done.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started_ms.store(NOT_STARTED, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Completes when a timeout applies; recomputed whenever a head starts.
+    async fn expiry(&self, timeouts: &ListenerTimeouts) -> Expired {
         loop {
-            let last =
-                self.epoch + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + idle;
-            if Instant::now() >= deadline {
-                return;
+            let armed = self.head_armed.notified();
+            let idle = self.in_flight.load(Ordering::Relaxed) == 0;
+            let head_started = self.head_started_ms.load(Ordering::Relaxed);
+            let head_deadline = (idle && head_started != NOT_STARTED)
+                .then(|| self.at(head_started) + timeouts.request_header.to_std());
+            let idle_deadline = idle.then(|| {
+                self.at(self.last_activity_ms.load(Ordering::Relaxed))
+                    + timeouts.client_idle.to_std()
+            });
+            let now = Instant::now();
+            if head_deadline.is_some_and(|d| now >= d) {
+                return Expired::RequestHeader;
             }
-            tokio::time::sleep_until(deadline).await;
+            if idle_deadline.is_some_and(|d| now >= d) {
+                return Expired::Idle;
+            }
+            // With a request in flight, re-check now and then: it may finish.
+            let next = [head_deadline, idle_deadline]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + timeouts.client_idle.to_std());
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = armed => {}
+            }
         }
     }
 }
 
-/// A TCP stream that records activity for the idle timeout.
+/// Counts a request as in flight until its response body is done or dropped.
+struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.bytes_sent();
+    }
+}
+
+pub struct GuardedBody {
+    inner: ProxyBody,
+    _guard: InFlight,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A TCP stream that reports traffic to its `ConnState`.
 struct Tracked {
     inner: TcpStream,
-    activity: Arc<Activity>,
+    state: Arc<ConnState>,
 }
 
 impl AsyncRead for Tracked {
@@ -120,7 +250,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+            self.state.bytes_received();
         }
         result
     }
@@ -134,7 +264,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.state.bytes_sent();
         }
         result
     }
@@ -146,7 +276,7 @@ impl AsyncWrite for Tracked {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.state.bytes_sent();
         }
         result
     }
@@ -167,19 +297,74 @@ impl AsyncWrite for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::Duration;
+    use std::time::Duration as StdDuration;
+
+    fn timeouts(header_s: u64, idle_s: u64) -> ListenerTimeouts {
+        ListenerTimeouts {
+            request_header: Duration::from_secs(header_s),
+            client_idle: Duration::from_secs(idle_s),
+        }
+    }
 
     #[tokio::test(start_paused = true)]
-    async fn idle_waits_for_quiet_since_last_activity() {
-        let a = Activity::new();
-        let idle = std::time::Duration::from_secs(10);
-        tokio::time::advance(std::time::Duration::from_secs(6)).await;
-        a.touch();
+    async fn a_silent_connection_hits_the_header_timeout() {
+        let s = ConnState::new();
         let started = Instant::now();
-        a.idle_for(idle).await;
+        assert!(matches!(
+            s.expiry(&timeouts(10, 60)).await,
+            Expired::RequestHeader
+        ));
+        assert_eq!(started.elapsed(), StdDuration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_waits_for_client_idle_then_a_new_head_gets_the_header_timeout() {
+        let s = Arc::new(ConnState::new());
+        drop(s.request_started(Version::HTTP_11)); // one request served at t=0
+        let t = timeouts(10, 60);
+        tokio::time::advance(StdDuration::from_secs(30)).await;
+        s.bytes_received(); // first byte of the next request, at t=30
+        let started = Instant::now();
+        assert!(matches!(s.expiry(&t).await, Expired::RequestHeader));
         assert_eq!(
             started.elapsed(),
-            idle,
-            "the clock restarts at the last activity"
+            StdDuration::from_secs(10),
+            "counted from the first byte"
         );
+
+        let s = Arc::new(ConnState::new());
+        drop(s.request_started(Version::HTTP_11));
+        let started = Instant::now();
+        assert!(matches!(s.expiry(&t).await, Expired::Idle));
+        assert_eq!(started.elapsed(), StdDuration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_holds_off_both_timeouts() {
+        let s = Arc::new(ConnState::new());
+        let guard = s.request_started(Version::HTTP_11);
+        let t = timeouts(1, 2);
+        let expiry = s.expiry(&t);
+        tokio::pin!(expiry);
+        assert!(
+            tokio::time::timeout(StdDuration::from_secs(300), expiry.as_mut())
+                .await
+                .is_err()
+        );
+        drop(guard);
+        let started = Instant::now();
+        assert!(matches!(expiry.await, Expired::Idle));
+        assert!(started.elapsed() <= StdDuration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_pings_after_the_first_request_are_not_heads() {
+        let s = Arc::new(ConnState::new());
+        drop(s.request_started(Version::HTTP_2));
+        s.bytes_received();
+        let started = Instant::now();
+        assert!(matches!(s.expiry(&timeouts(1, 60)).await, Expired::Idle));
+        assert_eq!(started.elapsed(), StdDuration::from_secs(60));
     }
 }

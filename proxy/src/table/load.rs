@@ -24,11 +24,22 @@ pub enum LoadError {
 }
 
 pub fn from_yaml_file(path: &Path) -> Result<RoutingTable, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text, &path.display().to_string())
+    from_yaml_bytes(&bytes, path)
+}
+
+/// Parses bytes already read from `path` (so a caller can compare what it parsed
+/// with what the file holds later).
+pub fn from_yaml_bytes(bytes: &[u8], path: &Path) -> Result<RoutingTable, LoadError> {
+    let origin = path.display().to_string();
+    let text = std::str::from_utf8(bytes).map_err(|e| LoadError::Unlocated {
+        origin: origin.clone(),
+        message: format!("not UTF-8: {e}"),
+    })?;
+    parse(text, &origin)
 }
 
 pub fn from_yaml_str(text: &str) -> Result<RoutingTable, LoadError> {

@@ -9,7 +9,7 @@ mod duration;
 mod load;
 
 pub use duration::Duration;
-pub use load::{LoadError, from_yaml_file, from_yaml_str, to_yaml};
+pub use load::{LoadError, from_yaml_bytes, from_yaml_file, from_yaml_str, to_yaml};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
