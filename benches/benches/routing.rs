@@ -15,8 +15,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use sluice_proxy::balance::SmoothWeighted;
 use sluice_proxy::compile::{self, CompiledTable, ListenerKind, normalize_host};
 use sluice_proxy::table::{
-    Action, Backend, Endpoint, ForwardedHeaders, HttpListener, Listener, PathMatch, Route,
-    RoutingTable,
+    Backend, Endpoint, ForwardedHeaders, HttpListener, Listener, PathMatch, Route, RoutingTable,
 };
 use sluice_proxy::upstream::Upstreams;
 use std::collections::BTreeMap;
@@ -66,28 +65,24 @@ fn big_table() -> RoutingTable {
         .chain((0..WILDCARD_HOSTS).map(|i| format!("*.{}", wildcard_suffix(i))));
     for (i, host) in hosts.enumerate() {
         routes.push(Route {
-            name: format!("route-{i}"),
-            source: None,
             hosts: vec![host],
             paths: paths.clone(),
-            action: Action::Forward(format!("backend-{}", i % BACKENDS)),
+            ..Route::forward(format!("route-{i}"), format!("backend-{}", i % BACKENDS))
         });
     }
     let backends: BTreeMap<_, _> = (0..BACKENDS)
         .map(|b| {
             let endpoints = (0..2)
                 .map(|e| Endpoint {
-                    address: addr(b * 2 + e),
+                    address: addr(b * 2 + e).into(),
                     weight: 1,
                 })
                 .collect();
             (
                 format!("backend-{b}"),
                 Backend {
-                    source: None,
                     endpoints,
-                    balance: Default::default(),
-                    timeouts: Default::default(),
+                    ..Default::default()
                 },
             )
         })
@@ -97,10 +92,12 @@ fn big_table() -> RoutingTable {
             name: "http".to_owned(),
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             routes,
+            default_backend: None,
             forwarded: ForwardedHeaders::Off,
             timeouts: Default::default(),
         })],
         backends,
+        certificates: Default::default(),
     }
 }
 
@@ -164,14 +161,23 @@ fn bench_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("lookup");
     group.throughput(Throughput::Elements(1));
     for (name, host, path, expected) in cases {
-        assert_eq!(router.lookup(host, path), expected, "{name}");
+        assert_eq!(
+            router.lookup(host, path).map(|m| m.route),
+            expected,
+            "{name}"
+        );
         group.bench_function(name, |b| {
             b.iter(|| router.lookup(black_box(host), black_box(path)))
         });
     }
     // What the request path does: normalise the Host header (port, case), then look up.
     let raw = format!("{}:8080", exact.to_ascii_uppercase());
-    assert_eq!(router.lookup(&normalize_host(&raw), "/api/v1/x"), Some(777));
+    assert_eq!(
+        router
+            .lookup(&normalize_host(&raw), "/api/v1/x")
+            .map(|m| m.route),
+        Some(777)
+    );
     group.bench_function("normalize+lookup/uppercase-host-with-port", |b| {
         b.iter(|| router.lookup(&normalize_host(black_box(&raw)), black_box("/api/v1/x")))
     });

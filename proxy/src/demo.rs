@@ -2,7 +2,7 @@
 //! them, so a first-time user sees host and path routing and weights at work.
 
 use crate::table::{
-    Action, Backend, Endpoint, HttpListener, Listener, PathMatch, Route, RoutingTable, SourceRef,
+    Backend, Endpoint, HttpListener, Listener, PathMatch, Route, RoutingTable, SourceRef,
 };
 use bytes::Bytes;
 use http::{Request, Response, header};
@@ -74,16 +74,17 @@ pub fn table(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> Routing
     let backend = |endpoints: Vec<Endpoint>| Backend {
         source: source("demo"),
         endpoints,
-        balance: Default::default(),
-        timeouts: Default::default(),
+        ..Default::default()
     };
-    let ep = |address, weight| Endpoint { address, weight };
+    let ep = |address: SocketAddr, weight| Endpoint {
+        address: address.into(),
+        weight,
+    };
     let route = |name: &str, hosts: &[&str], paths: Vec<PathMatch>, backend: &str| Route {
-        name: name.into(),
         source: source(name),
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
         paths,
-        action: Action::Forward(backend.into()),
+        ..Route::forward(name, backend)
     };
     RoutingTable {
         listeners: vec![Listener::Http(HttpListener {
@@ -105,6 +106,7 @@ pub fn table(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> Routing
                 ),
                 route("everything-else", &[], vec![], "both"),
             ],
+            default_backend: None,
             forwarded: Default::default(),
             timeouts: Default::default(),
         })],
@@ -115,5 +117,6 @@ pub fn table(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> Routing
         ]
         .into_iter()
         .collect(),
+        certificates: Default::default(),
     }
 }

@@ -6,10 +6,13 @@
 
 mod router;
 
-pub use router::{HostRouter, RouteIx, normalize_host};
+pub use router::{HostRouter, RouteIx, RouteMatch, normalize_host};
 
 use crate::balance::SmoothWeighted;
-use crate::table::{self, Action, Backend, BackendTimeouts, Listener, RoutingTable, SourceRef};
+use crate::table::{
+    self, Action, Backend, BackendTimeouts, EndpointAddress, IpNet, Listener, PathRewrite,
+    RoutingTable, SourceRef,
+};
 use crate::upstream::{Upstream, Upstreams};
 use http::uri::Authority;
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +41,8 @@ pub enum ListenerKind {
 pub struct HttpListener {
     pub router: HostRouter,
     pub routes: Vec<CompiledRoute>,
+    /// Answers requests no route matches (404 when absent).
+    pub default_route: Option<CompiledRoute>,
     pub forwarded: table::ForwardedHeaders,
     pub timeouts: table::ListenerTimeouts,
 }
@@ -46,6 +51,35 @@ pub struct CompiledRoute {
     pub name: Arc<str>,
     pub source: Option<SourceRef>,
     pub action: CompiledAction,
+    pub rewrite: Option<PathRewrite>,
+    pub access: SourceFilter,
+}
+
+/// Which client addresses a route admits.
+#[derive(Debug, Clone, Default)]
+pub struct SourceFilter {
+    allow: Option<Box<[IpNet]>>,
+    deny: Box<[IpNet]>,
+}
+
+impl SourceFilter {
+    pub fn admits(&self, client: std::net::IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let client = match client {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if self.deny.iter().any(|n| n.contains(&client)) {
+            return false;
+        }
+        self.allow
+            .as_ref()
+            .is_none_or(|allow| allow.iter().any(|n| n.contains(&client)))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.allow.is_none() && self.deny.is_empty()
+    }
 }
 
 pub enum CompiledAction {
@@ -66,7 +100,7 @@ pub struct CompiledBackend {
 }
 
 pub struct CompiledEndpoint {
-    pub address: SocketAddr,
+    pub address: EndpointAddress,
     /// `ip:port` pre-rendered once for request URIs.
     pub authority: Authority,
     pub weight: u32,
@@ -166,51 +200,95 @@ fn compile_http(
     for (ix, route) in listener.routes.iter().enumerate() {
         let context = RouteContext {
             listener: &listener.name,
-            route,
+            route: &route.name,
+            source: route.source.as_ref(),
         };
         let action = match &route.action {
-            Action::Forward(id) => match backend_ix.get(id.as_str()) {
-                Some(&b) => CompiledAction::Forward(b),
-                None => {
-                    warnings.push(context.describe(format!(
-                        "backend `{id}` is not defined; the route answers 503"
-                    )));
-                    CompiledAction::MissingBackend(Arc::from(id.as_str()))
-                }
-            },
+            Action::Forward(id) => forward_to(id, backend_ix, &context, warnings),
         };
         for problem in router.add(ix, &route.hosts, &route.paths) {
             warnings.push(context.describe(problem));
+        }
+        if let Some(PathRewrite::ReplacePrefix(to)) = &route.rewrite
+            && !to.starts_with('/')
+        {
+            warnings.push(context.describe(format!(
+                "rewrite {to:?} must start with `/`; the path is kept"
+            )));
         }
         routes.push(CompiledRoute {
             name: Arc::from(route.name.as_str()),
             source: route.source.clone(),
             action,
+            rewrite: route
+                .rewrite
+                .clone()
+                .filter(|PathRewrite::ReplacePrefix(to)| to.starts_with('/')),
+            access: SourceFilter {
+                allow: route
+                    .allow_sources
+                    .as_ref()
+                    .map(|a| a.iter().map(IpNet::trunc).collect()),
+                deny: route.deny_sources.iter().map(IpNet::trunc).collect(),
+            },
         });
     }
+    let default_route = listener.default_backend.as_ref().map(|id| {
+        let context = RouteContext {
+            listener: &listener.name,
+            route: "default",
+            source: None,
+        };
+        CompiledRoute {
+            name: Arc::from("default"),
+            source: None,
+            action: forward_to(id, backend_ix, &context, warnings),
+            rewrite: None,
+            access: SourceFilter::default(),
+        }
+    });
     HttpListener {
         router: router.build(),
         routes,
+        default_route,
         forwarded: listener.forwarded,
         timeouts: listener.timeouts,
     }
 }
 
+fn forward_to(
+    id: &str,
+    backend_ix: &BTreeMap<&str, BackendIx>,
+    context: &RouteContext<'_>,
+    warnings: &mut Vec<String>,
+) -> CompiledAction {
+    match backend_ix.get(id) {
+        Some(&b) => CompiledAction::Forward(b),
+        None => {
+            warnings.push(context.describe(format!(
+                "backend `{id}` is not defined; the route answers 503"
+            )));
+            CompiledAction::MissingBackend(Arc::from(id))
+        }
+    }
+}
+
 struct RouteContext<'a> {
     listener: &'a str,
-    route: &'a table::Route,
+    route: &'a str,
+    source: Option<&'a SourceRef>,
 }
 
 impl RouteContext<'_> {
     fn describe(&self, problem: String) -> String {
-        match &self.route.source {
+        match self.source {
             Some(src) => format!(
                 "listener `{}` route `{}` ({src}): {problem}",
-                self.listener, self.route.name
+                self.listener, self.route
             ),
             None => format!(
                 "listener `{}` route `{}`: {problem}",
-                self.listener, self.route.name
+                self.listener, self.route
             ),
         }
     }
@@ -234,7 +312,7 @@ fn compile_backend(
             ));
             weight = table::MAX_WEIGHT;
         }
-        // A SocketAddr always renders as a valid authority.
+        // Validated addresses always render as a valid authority.
         let Ok(authority) = Authority::try_from(ep.address.to_string()) else {
             warnings.push(format!(
                 "backend `{id}` endpoint {}: unusable address",
@@ -243,7 +321,7 @@ fn compile_backend(
             continue;
         };
         endpoints.push(CompiledEndpoint {
-            address: ep.address,
+            address: ep.address.clone(),
             authority,
             weight,
         });
@@ -260,7 +338,7 @@ fn compile_backend(
         balancer: SmoothWeighted::new(&weights),
         endpoints,
         timeouts: backend.timeouts,
-        upstream: upstreams.get(&backend.timeouts),
+        upstream: upstreams.get(backend.protocol, &backend.timeouts),
     }
 }
 
@@ -290,8 +368,8 @@ backends:
     fn a_route_to_an_undefined_backend_degrades_only_itself() {
         let t = compile_yaml(TWO_ROUTES).unwrap();
         let ListenerKind::Http(http) = &t.listeners[0].kind;
-        let good = http.router.lookup("a.com", "/").unwrap();
-        let dangling = http.router.lookup("b.com", "/").unwrap();
+        let good = http.router.lookup("a.com", "/").unwrap().route;
+        let dangling = http.router.lookup("b.com", "/").unwrap().route;
         assert!(matches!(
             http.routes[good].action,
             CompiledAction::Forward(0)

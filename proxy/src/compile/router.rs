@@ -12,6 +12,13 @@ use std::collections::hash_map::Entry;
 
 pub type RouteIx = usize;
 
+/// A route and how many bytes of the path it matched (for prefix rewrites).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub route: RouteIx,
+    pub matched_len: usize,
+}
+
 #[derive(Default)]
 pub struct HostRouter {
     exact: HashMap<Box<str>, PathRouter>,
@@ -29,7 +36,7 @@ struct PathRouter {
 
 impl HostRouter {
     /// `host` must already be lower-case without port (see `normalize_host`).
-    pub fn lookup(&self, host: &str, path: &str) -> Option<RouteIx> {
+    pub fn lookup(&self, host: &str, path: &str) -> Option<RouteMatch> {
         if let Some(hit) = self.exact.get(host).and_then(|p| p.lookup(path)) {
             return Some(hit);
         }
@@ -43,14 +50,20 @@ impl HostRouter {
 }
 
 impl PathRouter {
-    fn lookup(&self, path: &str) -> Option<RouteIx> {
-        if let Some(&ix) = self.exact.get(path) {
-            return Some(ix);
+    fn lookup(&self, path: &str) -> Option<RouteMatch> {
+        if let Some(&route) = self.exact.get(path) {
+            return Some(RouteMatch {
+                route,
+                matched_len: path.len(),
+            });
         }
         self.prefixes
             .iter()
             .find(|(prefix, _)| prefix_matches(prefix, path))
-            .map(|&(_, ix)| ix)
+            .map(|(prefix, route)| RouteMatch {
+                route: *route,
+                matched_len: prefix.len(),
+            })
     }
 
     fn add(&mut self, path: &PathMatch, ix: RouteIx) -> Option<String> {
@@ -185,26 +198,11 @@ enum HostPattern {
 
 fn classify_host(host: &str) -> Result<HostPattern, String> {
     let lower = host.to_ascii_lowercase();
-    let lower = lower.strip_suffix('.').unwrap_or(&lower).to_owned();
-    let (wild, name) = match lower.strip_prefix("*.") {
-        Some(rest) => (true, rest.to_owned()),
-        None => (false, lower),
-    };
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
-        return Err(format!(
-            "host {host:?} is not a valid DNS name or `*.` wildcard; ignored"
-        ));
-    }
-    Ok(if wild {
-        HostPattern::Wildcard(name)
-    } else {
-        HostPattern::Exact(name)
+    let lower = lower.strip_suffix('.').unwrap_or(&lower);
+    crate::table::validate_host(lower).map_err(|problem| format!("{problem}; ignored"))?;
+    Ok(match lower.strip_prefix("*.") {
+        Some(suffix) => HostPattern::Wildcard(suffix.to_owned()),
+        None => HostPattern::Exact(lower.to_owned()),
     })
 }
 
@@ -222,6 +220,16 @@ fn validate_path(path: &PathMatch) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The matched route index only, for the precedence tests.
+    trait Ix {
+        fn ix(self) -> Option<RouteIx>;
+    }
+    impl Ix for Option<RouteMatch> {
+        fn ix(self) -> Option<RouteIx> {
+            self.map(|m| m.route)
+        }
+    }
 
     fn router(routes: &[(&[&str], &[PathMatch])]) -> (HostRouter, Vec<String>) {
         let mut b = Builder::default();
@@ -243,27 +251,27 @@ mod tests {
     #[test]
     fn prefix_is_element_wise() {
         let (r, _) = router(&[(&[], &[prefix("/foo")])]);
-        assert_eq!(r.lookup("h", "/foo"), Some(0));
-        assert_eq!(r.lookup("h", "/foo/"), Some(0));
-        assert_eq!(r.lookup("h", "/foo/bar"), Some(0));
-        assert_eq!(r.lookup("h", "/foobar"), None);
-        assert_eq!(r.lookup("h", "/"), None);
+        assert_eq!(r.lookup("h", "/foo").ix(), Some(0));
+        assert_eq!(r.lookup("h", "/foo/").ix(), Some(0));
+        assert_eq!(r.lookup("h", "/foo/bar").ix(), Some(0));
+        assert_eq!(r.lookup("h", "/foobar").ix(), None);
+        assert_eq!(r.lookup("h", "/").ix(), None);
     }
 
     #[test]
     fn trailing_slash_prefix_matches_without_slash() {
         // Kubernetes spec table: Prefix `/aaa/bbb/` matches `/aaa/bbb`.
         let (r, _) = router(&[(&[], &[prefix("/aaa/bbb/")])]);
-        assert_eq!(r.lookup("h", "/aaa/bbb"), Some(0));
-        assert_eq!(r.lookup("h", "/aaa/bbb/ccc"), Some(0));
-        assert_eq!(r.lookup("h", "/aaa/bbbxyz"), None);
+        assert_eq!(r.lookup("h", "/aaa/bbb").ix(), Some(0));
+        assert_eq!(r.lookup("h", "/aaa/bbb/ccc").ix(), Some(0));
+        assert_eq!(r.lookup("h", "/aaa/bbbxyz").ix(), None);
     }
 
     #[test]
     fn root_prefix_matches_everything() {
         let (r, _) = router(&[(&[], &[prefix("/")])]);
-        assert_eq!(r.lookup("h", "/"), Some(0));
-        assert_eq!(r.lookup("h", "/anything/at/all"), Some(0));
+        assert_eq!(r.lookup("h", "/").ix(), Some(0));
+        assert_eq!(r.lookup("h", "/anything/at/all").ix(), Some(0));
     }
 
     #[test]
@@ -274,12 +282,12 @@ mod tests {
             (&[], &[prefix("/api/v2")]),
             (&[], &[exact("/api/v2/health")]),
         ]);
-        assert_eq!(r.lookup("h", "/x"), Some(0));
-        assert_eq!(r.lookup("h", "/api/v1"), Some(1));
-        assert_eq!(r.lookup("h", "/api/v2/users"), Some(2));
-        assert_eq!(r.lookup("h", "/api/v2/health"), Some(3));
+        assert_eq!(r.lookup("h", "/x").ix(), Some(0));
+        assert_eq!(r.lookup("h", "/api/v1").ix(), Some(1));
+        assert_eq!(r.lookup("h", "/api/v2/users").ix(), Some(2));
+        assert_eq!(r.lookup("h", "/api/v2/health").ix(), Some(3));
         assert_eq!(
-            r.lookup("h", "/api/v2/health/"),
+            r.lookup("h", "/api/v2/health/").ix(),
             Some(2),
             "exact does not fold slashes"
         );
@@ -292,13 +300,13 @@ mod tests {
             (&["*.example.com"], &[prefix("/")]),
             (&[], &[prefix("/")]),
         ]);
-        assert_eq!(r.lookup("foo.example.com", "/a/b"), Some(0));
+        assert_eq!(r.lookup("foo.example.com", "/a/b").ix(), Some(0));
         // falls through to the wildcard when the exact host has no matching path
-        assert_eq!(r.lookup("foo.example.com", "/b"), Some(1));
-        assert_eq!(r.lookup("bar.example.com", "/"), Some(1));
+        assert_eq!(r.lookup("foo.example.com", "/b").ix(), Some(1));
+        assert_eq!(r.lookup("bar.example.com", "/").ix(), Some(1));
         // a wildcard covers exactly one label
-        assert_eq!(r.lookup("a.b.example.com", "/"), Some(2));
-        assert_eq!(r.lookup("example.com", "/"), Some(2));
+        assert_eq!(r.lookup("a.b.example.com", "/").ix(), Some(2));
+        assert_eq!(r.lookup("example.com", "/").ix(), Some(2));
     }
 
     #[test]
@@ -307,7 +315,7 @@ mod tests {
             (&["a.com"], &[prefix("/x")]),
             (&["a.com"], &[prefix("/x/")]),
         ]);
-        assert_eq!(r.lookup("a.com", "/x"), Some(0));
+        assert_eq!(r.lookup("a.com", "/x").ix(), Some(0));
         assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
@@ -318,22 +326,40 @@ mod tests {
             &[prefix("nope"), prefix("/y")],
         )]);
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert_eq!(r.lookup("ok.com", "/y"), Some(0));
-        assert_eq!(r.lookup("ok.com", "/nope"), None);
+        assert_eq!(r.lookup("ok.com", "/y").ix(), Some(0));
+        assert_eq!(r.lookup("ok.com", "/nope").ix(), None);
     }
 
     #[test]
     fn hosts_are_case_insensitive_and_ports_ignored() {
         let (r, _) = router(&[(&["Foo.Example.COM"], &[prefix("/")])]);
         assert_eq!(
-            r.lookup(&normalize_host("FOO.example.com:8080"), "/"),
+            r.lookup(&normalize_host("FOO.example.com:8080"), "/").ix(),
             Some(0)
         );
-        assert_eq!(r.lookup(&normalize_host("foo.example.com."), "/"), Some(0));
+        assert_eq!(
+            r.lookup(&normalize_host("foo.example.com."), "/").ix(),
+            Some(0)
+        );
         assert_eq!(&*normalize_host("[::1]:80"), "[::1]");
         assert!(matches!(
             normalize_host("plain.host"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+}
+
+#[cfg(test)]
+mod match_len_tests {
+    use super::*;
+
+    #[test]
+    fn reports_the_matched_length() {
+        let mut b = Builder::default();
+        b.add(0, &[], &[PathMatch::Prefix("/api/".into())]);
+        b.add(1, &[], &[PathMatch::Exact("/x".into())]);
+        let r = b.build();
+        assert_eq!(r.lookup("h", "/api/v1").map(|m| m.matched_len), Some(4));
+        assert_eq!(r.lookup("h", "/x").map(|m| m.matched_len), Some(2));
     }
 }

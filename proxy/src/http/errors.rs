@@ -17,6 +17,8 @@ pub enum Side {
 pub enum ProxyError {
     #[error("no route matches this host and path")]
     NoRoute,
+    #[error("the client address is not allowed on this route")]
+    Forbidden,
     #[error("the listener is no longer configured")]
     ListenerGone,
     #[error("backend `{0}` is not defined")]
@@ -37,6 +39,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::ListenerGone | ProxyError::MissingBackend(_) | ProxyError::NoEndpoint => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -49,7 +52,7 @@ impl ProxyError {
 
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute => Side::Client,
+            ProxyError::NoRoute | ProxyError::Forbidden => Side::Client,
             ProxyError::ListenerGone | ProxyError::MissingBackend(_) | ProxyError::NoEndpoint => {
                 Side::Internal
             }
@@ -61,6 +64,7 @@ impl ProxyError {
     fn public_reason(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "no route for this host and path",
+            ProxyError::Forbidden => "access denied",
             ProxyError::ListenerGone => "listener is shutting down",
             ProxyError::MissingBackend(_) | ProxyError::NoEndpoint => "no server is available",
             ProxyError::Connect(_) | ProxyError::Upstream(_) => "the server could not be reached",

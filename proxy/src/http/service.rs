@@ -3,10 +3,13 @@
 use super::ProxyBody;
 use super::errors::ProxyError;
 use super::headers;
-use crate::compile::HostRouter;
-use crate::compile::{CompiledAction, CompiledBackend, CompiledRoute, HttpListener, ListenerKind};
+use crate::compile::{
+    CompiledAction, CompiledBackend, CompiledRoute, HttpListener, ListenerKind, normalize_host,
+};
 use crate::server::Proxy;
+use crate::table::{EndpointAddress, PathRewrite};
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -30,15 +33,31 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
     let ListenerKind::Http(http) = &listener.kind;
 
     let host = request_host(&req);
-    let Some(route_ix) = lookup(&http.router, host, req.uri().path()) else {
-        info!(listener = %listener.name, host, path = req.uri().path(), status = 404, "no route");
-        return ProxyError::NoRoute.into_response();
+    let path = req.uri().path();
+    let matched = http.router.lookup(&normalize_host(host), path);
+    let (route, matched_len) = match (matched, &http.default_route) {
+        (Some(m), _) => (&http.routes[m.route], m.matched_len),
+        (None, Some(default)) => (default, 0),
+        (None, None) => {
+            info!(listener = %listener.name, host, path, status = 404, "no route");
+            return ProxyError::NoRoute.into_response();
+        }
     };
-    let route = &http.routes[route_ix];
+    if !route.access.admits(conn.peer.ip()) {
+        info!(listener = %listener.name, route = %route.name, client = %conn.peer.ip(), status = 403, "client address not allowed");
+        return ProxyError::Forbidden.into_response();
+    }
     match &route.action {
         CompiledAction::Forward(ix) => {
             let backend = &table.backends[*ix];
-            forward(http, route, backend, req, conn, &listener.name).await
+            let target = Target {
+                listener_name: &listener.name,
+                listener: http,
+                route,
+                matched_len,
+                backend,
+            };
+            forward(target, req, conn).await
         }
         CompiledAction::MissingBackend(id) => {
             let err = ProxyError::MissingBackend(id.clone());
@@ -46,10 +65,6 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
             err.into_response()
         }
     }
-}
-
-fn lookup(router: &HostRouter, host: &str, path: &str) -> Option<usize> {
-    router.lookup(&crate::compile::normalize_host(host), path)
 }
 
 /// HTTP/1 carries the host in `Host`; HTTP/2 in `:authority` (the URI).
@@ -61,14 +76,60 @@ fn request_host(req: &Request<Incoming>) -> &str {
         .unwrap_or_default()
 }
 
+/// Where a request goes, as decided by the table.
+struct Target<'a> {
+    listener_name: &'a str,
+    listener: &'a HttpListener,
+    route: &'a CompiledRoute,
+    /// Bytes of the path the route matched, replaced by a prefix rewrite.
+    matched_len: usize,
+    backend: &'a CompiledBackend,
+}
+
+/// The upstream path and query: the client's, or rewritten by the route.
+fn upstream_path_and_query(
+    uri: &Uri,
+    rewrite: Option<&PathRewrite>,
+    matched_len: usize,
+) -> Result<PathAndQuery, http::Error> {
+    let Some(PathRewrite::ReplacePrefix(to)) = rewrite else {
+        return Ok(uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")));
+    };
+    let path = uri.path();
+    let rest = path.get(matched_len..).unwrap_or_default();
+    let mut new_path = String::with_capacity(to.len() + rest.len() + 1);
+    new_path.push_str(to);
+    if new_path.ends_with('/') && rest.starts_with('/') {
+        new_path.pop();
+    } else if !new_path.ends_with('/') && !rest.is_empty() && !rest.starts_with('/') {
+        new_path.push('/');
+    }
+    new_path.push_str(rest);
+    if new_path.is_empty() {
+        new_path.push('/');
+    }
+    if let Some(query) = uri.query() {
+        new_path.push('?');
+        new_path.push_str(query);
+    }
+    Ok(PathAndQuery::try_from(new_path)?)
+}
+
 async fn forward(
-    listener: &HttpListener,
-    route: &CompiledRoute,
-    backend: &CompiledBackend,
+    target: Target<'_>,
     mut req: Request<Incoming>,
     conn: ConnInfo,
-    listener_name: &str,
 ) -> Response<ProxyBody> {
+    let Target {
+        listener_name,
+        listener,
+        route,
+        matched_len,
+        backend,
+    } = target;
     let Some(ep_ix) = backend.balancer.pick() else {
         let err = ProxyError::NoEndpoint;
         warn!(listener = listener_name, route = %route.name, backend = %backend.id, status = 503, "{err}");
@@ -103,19 +164,20 @@ async fn forward(
         host.as_ref(),
     );
 
-    let path_and_query = parts.uri.path_and_query().cloned();
-    let mut uri = Uri::builder()
-        .scheme("http")
-        .authority(endpoint.authority.clone());
-    if let Some(pq) = path_and_query {
-        uri = uri.path_and_query(pq);
-    } else {
-        uri = uri.path_and_query("/");
-    }
-    parts.uri = match uri.build() {
+    let uri =
+        upstream_path_and_query(&parts.uri, route.rewrite.as_ref(), matched_len).and_then(|pq| {
+            Uri::builder()
+                .scheme("http")
+                .authority(endpoint.authority.clone())
+                .path_and_query(pq)
+                .build()
+        });
+    parts.uri = match uri {
         Ok(u) => u,
         Err(e) => {
-            let err = ProxyError::Upstream(format!("cannot build request URI: {e}"));
+            // Only a rewrite can produce an invalid path; the client's was parsed already.
+            let err = ProxyError::Upstream(format!("cannot build the upstream URI: {e}"));
+            warn!(listener = listener_name, route = %route.name, status = 502, "{err}");
             return err.into_response();
         }
     };
@@ -149,7 +211,7 @@ async fn forward(
             (Some(client_side), Some(protocol)) => {
                 headers::restore_upgrade(response.headers_mut(), protocol);
                 let backend_side = hyper::upgrade::on(&mut response);
-                tokio::spawn(tunnel(client_side, backend_side, endpoint.address));
+                tokio::spawn(tunnel(client_side, backend_side, endpoint.address.clone()));
             }
             _ => {
                 let err = ProxyError::Upstream(
@@ -168,7 +230,7 @@ async fn forward(
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
-    endpoint: SocketAddr,
+    endpoint: EndpointAddress,
 ) {
     match tokio::try_join!(client, backend) {
         Ok((client, backend)) => {
@@ -180,5 +242,37 @@ async fn tunnel(
             }
         }
         Err(e) => warn!(%endpoint, "protocol upgrade failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(uri: &str, to: &str, matched_len: usize) -> String {
+        let uri: Uri = uri.parse().unwrap();
+        let rw = PathRewrite::ReplacePrefix(to.into());
+        upstream_path_and_query(&uri, Some(&rw), matched_len)
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn prefix_rewrite_keeps_the_rest_and_the_query() {
+        assert_eq!(rewrite("/api/users?x=1", "/v2", 4), "/v2/users?x=1");
+        assert_eq!(rewrite("/api/users", "/", 4), "/users");
+        assert_eq!(rewrite("/api", "/", 4), "/");
+        assert_eq!(rewrite("/api/", "/v2/", 4), "/v2/");
+        assert_eq!(rewrite("/anything", "/root", 0), "/root/anything");
+        assert_eq!(rewrite("/exact", "/other", 6), "/other");
+    }
+
+    #[test]
+    fn no_rewrite_forwards_the_path_unchanged() {
+        let uri: Uri = "/a/b?c".parse().unwrap();
+        assert_eq!(
+            upstream_path_and_query(&uri, None, 2).unwrap().as_str(),
+            "/a/b?c"
+        );
     }
 }

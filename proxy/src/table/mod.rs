@@ -5,11 +5,18 @@
 //! tagged (`http: {...}`, `prefix: /api`) so that new listener protocols, matchers,
 //! actions and algorithms are new variants, not new flags.
 
+mod address;
 mod duration;
 mod load;
+mod secret;
+pub mod validate;
 
+pub use address::EndpointAddress;
 pub use duration::Duration;
+pub use ipnet::IpNet;
 pub use load::{LoadError, from_yaml_bytes, from_yaml_file, from_yaml_str, to_yaml};
+pub use secret::{Certificate, PrivateKeyPem};
+pub use validate::host as validate_host;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,6 +32,9 @@ pub struct RoutingTable {
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub backends: BTreeMap<BackendId, Backend>,
+    /// TLS certificates by id. Stored now; HTTPS listeners will select them by SNI.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, Certificate>,
 }
 
 /// The Kubernetes object (or file section) a node came from, so that logs, errors
@@ -77,6 +87,9 @@ pub struct HttpListener {
     /// not from the order, which only breaks exact ties (first wins).
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Where requests that match no route go (Ingress `defaultBackend`); else 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<BackendId>,
     #[serde(default)]
     pub forwarded: ForwardedHeaders,
     #[serde(default)]
@@ -101,9 +114,11 @@ pub enum ForwardedHeaders {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerTimeouts {
-    /// Time allowed for a client to send a complete request head (slowloris guard).
+    /// Time allowed for a complete request head, from accept and (HTTP/1) from the
+    /// first byte of each next request: the slowloris guard (`timeout http-request`).
     pub request_header: Duration,
-    /// A keep-alive client connection with no traffic for this long is closed.
+    /// A connection with no request in flight and no bytes moving for this long is
+    /// closed (`timeout http-keep-alive`).
     pub client_idle: Duration,
 }
 
@@ -129,6 +144,45 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathMatch>,
     pub action: Action,
+    /// Rewrites the path before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<PathRewrite>,
+    /// Client addresses admitted (absent: everyone; empty: nobody). Others get 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_sources: Option<Vec<IpNet>>,
+    /// Client addresses refused with 403, checked before `allow_sources`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_sources: Vec<IpNet>,
+    /// Redirect plain HTTP to HTTPS. Carried for the TLS listeners that will honour
+    /// it; plain-HTTP-only tables ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+}
+
+impl Route {
+    /// A route that forwards everything to `backend`; set hosts, paths and the
+    /// rest with struct update syntax.
+    pub fn forward(name: impl Into<String>, backend: impl Into<BackendId>) -> Self {
+        Self {
+            name: name.into(),
+            source: None,
+            hosts: Vec::new(),
+            paths: Vec::new(),
+            action: Action::Forward(backend.into()),
+            rewrite: None,
+            allow_sources: None,
+            deny_sources: Vec::new(),
+            https_redirect: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathRewrite {
+    /// Replaces the part of the path the route matched (the whole path for Exact,
+    /// the prefix for Prefix) with this, keeping the rest and the query.
+    ReplacePrefix(String),
 }
 
 /// Path matchers with Kubernetes Ingress semantics.
@@ -148,7 +202,7 @@ pub enum Action {
     Forward(BackendId),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,13 +212,28 @@ pub struct Backend {
     #[serde(default)]
     pub balance: Balance,
     #[serde(default)]
+    pub protocol: BackendProtocol,
+    #[serde(default)]
     pub timeouts: BackendTimeouts,
+}
+
+/// How the proxy speaks to a backend's endpoints.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext, by prior knowledge (gRPC backends).
+    H2c,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    pub address: SocketAddr,
+    pub address: EndpointAddress,
     /// Relative share of requests, 0–256. 0 drains: the endpoint takes no new requests.
     #[serde(default = "default_weight")]
     pub weight: u32,
