@@ -1,0 +1,198 @@
+//! The closed allow-list of `sluice.dev/` Ingress annotations, each parsed into a
+//! typed option. Unknown keys and invalid values are warnings and are ignored,
+//! except an unusable `allow-cidrs`, which fails closed (nobody is allowed).
+
+use ipnet::IpNet;
+use sluice_proxy::table::{BackendProtocol, Duration};
+use std::collections::BTreeMap;
+
+pub const PREFIX: &str = "sluice.dev/";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngressAnnotations {
+    /// Replaces the matched path prefix before forwarding.
+    pub rewrite_target: Option<String>,
+    pub ssl_redirect: Option<bool>,
+    pub backend_protocol: Option<BackendProtocol>,
+    pub timeout_connect: Option<Duration>,
+    pub timeout_server: Option<Duration>,
+    /// `Some(empty)` admits nobody.
+    pub allow_cidrs: Option<Vec<IpNet>>,
+    pub deny_cidrs: Vec<IpNet>,
+}
+
+impl IngressAnnotations {
+    /// Options that change how a backend is reached, which therefore cannot be
+    /// shared with Ingresses that do not set them.
+    pub fn affects_backend(&self) -> bool {
+        self.backend_protocol.is_some()
+            || self.timeout_connect.is_some()
+            || self.timeout_server.is_some()
+    }
+}
+
+pub fn parse(
+    annotations: Option<&BTreeMap<String, String>>,
+    warnings: &mut Vec<String>,
+) -> IngressAnnotations {
+    let mut out = IngressAnnotations::default();
+    let Some(annotations) = annotations else {
+        return out;
+    };
+    for (key, value) in annotations {
+        let Some(name) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let value = value.trim();
+        let result = match name {
+            "rewrite-target" => parse_path(value).map(|v| out.rewrite_target = Some(v)),
+            "ssl-redirect" => parse_bool(value).map(|v| {
+                if v {
+                    // Honest about the current build: there is no HTTPS listener yet.
+                    warnings.push(format!(
+                        "annotation {key}: recorded, but has no effect until HTTPS listeners exist"
+                    ));
+                }
+                out.ssl_redirect = Some(v);
+            }),
+            "backend-protocol" => parse_protocol(value).map(|v| out.backend_protocol = Some(v)),
+            "timeout-connect" => parse_duration(value).map(|v| out.timeout_connect = Some(v)),
+            "timeout-server" => parse_duration(value).map(|v| out.timeout_server = Some(v)),
+            "allow-cidrs" => {
+                let nets = parse_cidrs(key, value, warnings);
+                if nets.is_empty() {
+                    warnings.push(format!(
+                        "annotation {key}: no valid CIDR in {value:?}; nobody is allowed"
+                    ));
+                }
+                out.allow_cidrs = Some(nets);
+                Ok(())
+            }
+            "deny-cidrs" => {
+                out.deny_cidrs = parse_cidrs(key, value, warnings);
+                Ok(())
+            }
+            _ => Err("unknown annotation; ignored".to_owned()),
+        };
+        if let Err(problem) = result {
+            warnings.push(format!("annotation {key}={value:?}: {problem}"));
+        }
+    }
+    out
+}
+
+fn parse_path(value: &str) -> Result<String, String> {
+    if value.starts_with('/') && !value.contains(char::is_whitespace) {
+        Ok(value.to_owned())
+    } else {
+        Err("must be a path starting with `/`; ignored".into())
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be `true` or `false`; ignored".into()),
+    }
+}
+
+fn parse_protocol(value: &str) -> Result<BackendProtocol, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "http" => Ok(BackendProtocol::Http1),
+        "h2c" => Ok(BackendProtocol::H2c),
+        _ => Err("must be `http` or `h2c`; ignored".into()),
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    match value.parse::<Duration>() {
+        Ok(d) if d.as_millis() > 0 => Ok(d),
+        Ok(_) => Err("must be longer than 0; ignored".into()),
+        Err(e) => Err(format!("{e}; ignored")),
+    }
+}
+
+/// Comma-separated CIDRs or bare addresses; invalid entries are dropped with a warning.
+fn parse_cidrs(key: &str, value: &str, warnings: &mut Vec<String>) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parsed = item
+            .parse::<IpNet>()
+            .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => nets.push(net.trunc()),
+            Err(_) => warnings.push(format!(
+                "annotation {key}: {item:?} is not a CIDR or address; ignored"
+            )),
+        }
+    }
+    nets.sort();
+    nets.dedup();
+    nets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_map(pairs: &[(&str, &str)]) -> (IngressAnnotations, Vec<String>) {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut warnings = Vec::new();
+        let a = parse(Some(&map), &mut warnings);
+        (a, warnings)
+    }
+
+    #[test]
+    fn parses_every_known_annotation() {
+        // ssl-redirect is parsed but warns while there is no HTTPS listener.
+        let (a, w) = parse_map(&[
+            ("sluice.dev/rewrite-target", "/v2"),
+            ("sluice.dev/ssl-redirect", "true"),
+            ("sluice.dev/backend-protocol", "H2C"),
+            ("sluice.dev/timeout-connect", "2s"),
+            ("sluice.dev/timeout-server", "90s"),
+            (
+                "sluice.dev/allow-cidrs",
+                "10.0.0.0/8, 2001:db8::/32,192.168.1.7",
+            ),
+            ("sluice.dev/deny-cidrs", "10.1.2.3/8"),
+            ("other.io/ignored", "x"),
+        ]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("ssl-redirect"), "{w:?}");
+        assert_eq!(a.rewrite_target.as_deref(), Some("/v2"));
+        assert_eq!(a.ssl_redirect, Some(true));
+        assert_eq!(a.backend_protocol, Some(BackendProtocol::H2c));
+        assert_eq!(a.timeout_connect, Some(Duration::from_secs(2)));
+        assert_eq!(a.timeout_server, Some(Duration::from_secs(90)));
+        assert_eq!(a.allow_cidrs.as_ref().map(Vec::len), Some(3));
+        assert_eq!(
+            a.deny_cidrs,
+            vec!["10.0.0.0/8".parse::<IpNet>().unwrap()],
+            "host bits are cleared"
+        );
+    }
+
+    #[test]
+    fn invalid_values_warn_and_are_ignored() {
+        let (a, w) = parse_map(&[
+            ("sluice.dev/rewrite-target", "v2"),
+            ("sluice.dev/ssl-redirect", "yes"),
+            ("sluice.dev/timeout-server", "0s"),
+            ("sluice.dev/no-such-thing", "1"),
+        ]);
+        assert_eq!(a, IngressAnnotations::default());
+        assert_eq!(w.len(), 4, "{w:?}");
+    }
+
+    #[test]
+    fn unusable_allow_list_fails_closed() {
+        let (a, w) = parse_map(&[("sluice.dev/allow-cidrs", "nope, 300.1.1.1")]);
+        assert_eq!(a.allow_cidrs, Some(vec![]));
+        assert_eq!(w.len(), 3, "{w:?}");
+    }
+}
