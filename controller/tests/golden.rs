@@ -5,6 +5,12 @@
 //! an optional `kind: Options` document) → `NAME.out.yaml` (the routing table and
 //! per-Ingress statuses). Regenerate with `SLUICE_BLESS=1 cargo test -p
 //! sluice-controller --test golden` and review the diff.
+//!
+//! The table is also compiled by the proxy. Its warnings, if any, follow as
+//! `proxy_warnings:`. An optional `kind: Requests` document lists requests as
+//! `[CLIENT-IP ]HOST/PATH` (client 203.0.113.7 unless given); each is looked up
+//! in the compiled table, as the proxy would, and printed under `requests:` with
+//! the route and backend it reaches (or 403, 404, 503).
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -16,6 +22,8 @@ use serde_json::Value;
 use sluice_controller::snapshot::{ObjectKey, Snapshot, key_of};
 use sluice_controller::sources::to_v1;
 use sluice_controller::translate::{Options, translate};
+use sluice_proxy::compile::{CompiledAction, CompiledTable, ListenerKind, normalize_host};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 fn golden_dir() -> PathBuf {
@@ -26,12 +34,19 @@ fn parse<T: DeserializeOwned>(doc: Value, file: &Path) -> T {
     serde_json::from_value(doc).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
-fn load(file: &Path) -> (Snapshot, Options) {
+struct Case {
+    snapshot: Snapshot,
+    options: Options,
+    requests: Vec<String>,
+}
+
+fn load(file: &Path) -> Case {
     let text = std::fs::read_to_string(file).unwrap();
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let mut snapshot = Snapshot::default();
     let mut options = Options::default();
+    let mut requests = Vec::new();
     for doc in docs.into_iter().filter(|d| !d.is_null()) {
         let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
         let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
@@ -42,6 +57,17 @@ fn load(file: &Path) -> (Snapshot, Options) {
                     map.remove("kind");
                 }
                 options = parse(doc, file);
+            }
+            ("Requests", _) => {
+                #[derive(serde::Deserialize)]
+                struct Requests {
+                    requests: Vec<String>,
+                }
+                let mut doc = doc;
+                if let Some(map) = doc.as_object_mut() {
+                    map.remove("kind");
+                }
+                requests = parse::<Requests>(doc, file).requests;
             }
             ("Ingress", _) => {
                 let i: Ingress = parse(doc, file);
@@ -86,7 +112,59 @@ fn load(file: &Path) -> (Snapshot, Options) {
             other => panic!("{}: unsupported object {other:?}", file.display()),
         }
     }
-    (snapshot, options)
+    Case {
+        snapshot,
+        options,
+        requests,
+    }
+}
+
+/// Where each request goes in the compiled table's first listener.
+fn route_requests(table: &CompiledTable, requests: &[String]) -> Vec<String> {
+    let ListenerKind::Http(http) = &table.listeners[0].kind;
+    requests
+        .iter()
+        .map(|request| {
+            let (client, target) = match request.split_once(' ') {
+                Some((ip, target)) => (ip.parse::<IpAddr>().unwrap(), target),
+                None => (IpAddr::from([203, 0, 113, 7]), request.as_str()),
+            };
+            let (host, path) = target
+                .find('/')
+                .map_or((target, "/"), |at| target.split_at(at));
+            let matched = http.router.lookup(&normalize_host(host), path);
+            let (route, name) = match (matched, &http.default_route) {
+                (Some(m), _) => (&http.routes[m.route], &*http.routes[m.route].name),
+                (None, Some(default)) => (default, "(default backend)"),
+                (None, None) => return format!("{request} → 404"),
+            };
+            let outcome = if !route.access.admits(client) {
+                "403".to_owned()
+            } else {
+                match &route.action {
+                    CompiledAction::Forward(ix) => {
+                        let backend = &table.backends[*ix];
+                        if backend.endpoints.is_empty() {
+                            format!("{} (no endpoints: 503)", backend.id)
+                        } else {
+                            backend.id.to_string()
+                        }
+                    }
+                    CompiledAction::MissingBackend(id) => format!("503 (no backend {id})"),
+                }
+            };
+            format!("{request} → {name} → {outcome}")
+        })
+        .collect()
+}
+
+/// What the golden file shows after the translation.
+#[derive(serde::Serialize)]
+struct Checks {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    proxy_warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    requests: Vec<String>,
 }
 
 #[test]
@@ -105,9 +183,25 @@ fn golden_translations() {
     );
     let mut failures = Vec::new();
     for input in &inputs {
-        let (snapshot, options) = load(input);
-        let translation = translate(&snapshot, &options);
-        let rendered = serde_saphyr::to_string(&translation).unwrap();
+        let case = load(input);
+        let translation = translate(&case.snapshot, &case.options);
+        let mut rendered = serde_saphyr::to_string(&translation).unwrap();
+        // The proxy must accept every translated table.
+        match sluice_proxy::compile::compile(translation.table.clone(), &Default::default()) {
+            Ok(compiled) => {
+                let checks = Checks {
+                    requests: route_requests(&compiled, &case.requests),
+                    proxy_warnings: compiled.warnings,
+                };
+                if !checks.proxy_warnings.is_empty() || !checks.requests.is_empty() {
+                    rendered.push_str(&serde_saphyr::to_string(&checks).unwrap());
+                }
+            }
+            Err(e) => failures.push(format!(
+                "{}: the proxy rejects the table: {e}",
+                input.display()
+            )),
+        }
         let expected_path = PathBuf::from(input.to_string_lossy().replace(".in.yaml", ".out.yaml"));
         if bless {
             std::fs::write(&expected_path, &rendered).unwrap();
@@ -125,15 +219,6 @@ fn golden_translations() {
                 input.display(),
                 expected_path.display()
             )),
-        }
-        // The proxy must accept every translated table.
-        let compiled =
-            sluice_proxy::compile::compile(translation.table.clone(), &Default::default());
-        if let Err(e) = compiled {
-            failures.push(format!(
-                "{}: the proxy rejects the table: {e}",
-                input.display()
-            ));
         }
     }
     assert!(

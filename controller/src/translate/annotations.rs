@@ -29,6 +29,11 @@ impl IngressAnnotations {
             || self.timeout_connect.is_some()
             || self.timeout_server.is_some()
     }
+
+    /// Whether some clients are refused (`allow-cidrs` or `deny-cidrs`).
+    pub fn restricts_sources(&self) -> bool {
+        self.allow_cidrs.is_some() || !self.deny_cidrs.is_empty()
+    }
 }
 
 pub fn parse(

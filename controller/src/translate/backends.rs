@@ -10,19 +10,20 @@ use k8s_openapi::api::networking::v1::IngressServiceBackend;
 use sluice_proxy::table::{
     Backend, BackendId, BackendTimeouts, Endpoint, EndpointAddress, SourceRef,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// How an Ingress names a Service port.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PortRef {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortRef<'a> {
     Number(i32),
-    Name(String),
+    Name(&'a str),
 }
 
-impl std::fmt::Display for PortRef {
+impl std::fmt::Display for PortRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PortRef::Number(n) => write!(f, "{n}"),
@@ -31,10 +32,10 @@ impl std::fmt::Display for PortRef {
     }
 }
 
-pub fn port_ref(backend: &IngressServiceBackend) -> Option<PortRef> {
+pub fn port_ref(backend: &IngressServiceBackend) -> Option<PortRef<'_>> {
     let port = backend.port.as_ref()?;
     match (&port.name, port.number) {
-        (Some(name), _) if !name.is_empty() => Some(PortRef::Name(name.clone())),
+        (Some(name), _) if !name.is_empty() => Some(PortRef::Name(name)),
         (_, Some(n)) => Some(PortRef::Number(n)),
         _ => None,
     }
@@ -43,44 +44,106 @@ pub fn port_ref(backend: &IngressServiceBackend) -> Option<PortRef> {
 /// Resolves backends once per table; repeated uses get the same id and the same
 /// warnings (each Ingress that uses a broken Service is told so).
 pub struct Resolver<'a> {
-    snapshot: &'a Snapshot,
-    resolved: BTreeMap<BackendId, Vec<String>>,
+    /// Services, their EndpointSlices and the backends resolved from them, by
+    /// (namespace, Service name). Indexed once per translation so that resolving
+    /// a backend does not scan every slice.
+    services: HashMap<(&'a str, &'a str), ServiceEntry<'a>>,
+    /// The backends resolved so far, in resolution order (see `into_backends`).
+    backends: Vec<(BackendId, Backend)>,
+}
+
+/// A Service (if it exists), the EndpointSlices labelled with its name, and the
+/// backends already resolved from it.
+#[derive(Default)]
+struct ServiceEntry<'a> {
+    service: Option<&'a Service>,
+    slices: Vec<&'a EndpointSlice>,
+    resolved: Vec<Resolved<'a>>,
+}
+
+/// A backend already resolved: its Service port, the Ingress when its annotations
+/// change how the backend is reached (see `resolve`), its id and its problems.
+struct Resolved<'a> {
+    port: PortRef<'a>,
+    owner: Option<&'a ObjectKey>,
+    id: BackendId,
+    problems: Vec<String>,
 }
 
 impl<'a> Resolver<'a> {
     pub fn new(snapshot: &'a Snapshot) -> Self {
+        let count = snapshot.services.len();
+        let mut services: HashMap<(&str, &str), ServiceEntry<'_>> = HashMap::with_capacity(count);
+        for (key, service) in &snapshot.services {
+            services
+                .entry((key.namespace.as_str(), key.name.as_str()))
+                .or_default()
+                .service = Some(service);
+        }
+        for (key, slice) in &snapshot.endpoint_slices {
+            if let Some(service) = service_of(slice) {
+                services
+                    .entry((key.namespace.as_str(), service))
+                    .or_default()
+                    .slices
+                    .push(slice);
+            }
+        }
         Self {
-            snapshot,
-            resolved: BTreeMap::new(),
+            services,
+            backends: Vec::with_capacity(count),
         }
     }
 
+    /// All backends resolved, for the table.
+    pub fn into_backends(self) -> BTreeMap<BackendId, Backend> {
+        // Built in one go rather than by inserting each: the ids are sorted by
+        // index (moving the large backends once), then bulk-loaded, already sorted.
+        let mut backends: Vec<Option<(BackendId, Backend)>> =
+            self.backends.into_iter().map(Some).collect();
+        let mut order: Vec<usize> = (0..backends.len()).collect();
+        order.sort_by(|&a, &b| {
+            let id = |i: usize| backends[i].as_ref().map(|(id, _)| id);
+            id(a).cmp(&id(b))
+        });
+        order
+            .into_iter()
+            .filter_map(|i| backends[i].take())
+            .collect()
+    }
+
+    /// The id of the backend for Service `namespace/service` port `port`, as used
+    /// by the Ingress `owner`; resolved on first use.
     pub fn resolve(
         &mut self,
-        backends: &mut BTreeMap<BackendId, Backend>,
-        service: &ObjectKey,
-        port: &PortRef,
+        namespace: &'a str,
+        service: &'a str,
+        port: PortRef<'a>,
         options: &IngressAnnotations,
-        owner: &ObjectKey,
+        owner: &'a ObjectKey,
         warnings: &mut Vec<String>,
     ) -> BackendId {
-        let mut id = format!("{service}:{port}");
-        if options.affects_backend() {
-            // Timeouts and protocol are per Ingress, so this Ingress gets its own copy.
-            id = format!("{id}@{owner}");
+        // Timeouts and protocol are per Ingress, so such an Ingress gets its own copy.
+        let owner = options.affects_backend().then_some(owner);
+        let entry = self.services.entry((namespace, service)).or_default();
+        if let Some(known) = entry
+            .resolved
+            .iter()
+            .find(|r| r.port == port && r.owner == owner)
+        {
+            extend_unique(warnings, &known.problems);
+            return known.id.clone();
         }
-        if let Some(known) = self.resolved.get(&id) {
-            extend_unique(warnings, known);
-            return id;
-        }
+        let id = backend_id(namespace, service, port, owner);
+        let service = ObjectKey::new(namespace, service);
         let mut problems = Vec::new();
-        let endpoints = endpoints_for(self.snapshot, service, port, &mut problems);
+        let endpoints = endpoints_for(entry, &service, port, &mut problems);
         let defaults = BackendTimeouts::default();
         let backend = Backend {
             source: Some(SourceRef {
                 kind: "Service".into(),
-                namespace: service.namespace.clone(),
-                name: service.name.clone(),
+                namespace: service.namespace,
+                name: service.name,
             }),
             endpoints,
             balance: Default::default(),
@@ -91,11 +154,44 @@ impl<'a> Resolver<'a> {
                 ..defaults
             },
         };
-        backends.insert(id.clone(), backend);
+        self.backends.push((id.clone(), backend));
         extend_unique(warnings, &problems);
-        self.resolved.insert(id.clone(), problems);
+        entry.resolved.push(Resolved {
+            port,
+            owner,
+            id: id.clone(),
+            problems,
+        });
         id
     }
+}
+
+/// `NAMESPACE/SERVICE:PORT`, plus `@NAMESPACE/INGRESS` for an Ingress's own copy.
+fn backend_id(
+    namespace: &str,
+    service: &str,
+    port: PortRef<'_>,
+    owner: Option<&ObjectKey>,
+) -> BackendId {
+    let mut id = String::with_capacity(namespace.len() + service.len() + 16);
+    id.push_str(namespace);
+    id.push('/');
+    id.push_str(service);
+    id.push(':');
+    match port {
+        // Writing to a String cannot fail.
+        PortRef::Number(n) => {
+            let _ = write!(id, "{n}");
+        }
+        PortRef::Name(name) => id.push_str(name),
+    }
+    if let Some(owner) = owner {
+        id.push('@');
+        id.push_str(&owner.namespace);
+        id.push('/');
+        id.push_str(&owner.name);
+    }
+    id
 }
 
 fn extend_unique(into: &mut Vec<String>, from: &[String]) {
@@ -106,13 +202,14 @@ fn extend_unique(into: &mut Vec<String>, from: &[String]) {
     }
 }
 
+/// `entry`: the Service `key` (if it exists) and its EndpointSlices.
 fn endpoints_for(
-    snapshot: &Snapshot,
+    entry: &ServiceEntry<'_>,
     key: &ObjectKey,
-    port: &PortRef,
+    port: PortRef<'_>,
     problems: &mut Vec<String>,
 ) -> Vec<Endpoint> {
-    let Some(service) = snapshot.services.get(key) else {
+    let Some(service) = entry.service else {
         problems.push(format!("Service {key} not found; its routes answer 503"));
         return Vec::new();
     };
@@ -122,19 +219,15 @@ fn endpoints_for(
     }
     let Some(service_port) = find_port(service, port) else {
         problems.push(format!(
-            "Service {key} has no port {port}; its routes answer 503"
+            "Service {key} has no TCP port {port}; its routes answer 503"
         ));
         return Vec::new();
     };
 
-    let mut ready = BTreeSet::new();
-    let mut draining = BTreeSet::new();
-    let slices = snapshot
-        .endpoint_slices
-        .iter()
-        .filter(|(k, s)| k.namespace == key.namespace && service_of(s) == Some(key.name.as_str()))
-        .map(|(_, s)| s);
-    for slice in slices {
+    // Sorted and deduplicated below (the same address can be in several slices).
+    let mut ready = Vec::new();
+    let mut draining = Vec::new();
+    for slice in &entry.slices {
         if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
             continue;
         }
@@ -152,13 +245,15 @@ fn endpoints_for(
             let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
             let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
             if is_ready && !terminating {
-                ready.insert(addr);
+                ready.push(addr);
             } else if serving && terminating {
-                draining.insert(addr);
+                draining.push(addr);
             }
         }
     }
-    let chosen = if ready.is_empty() { draining } else { ready };
+    let mut chosen = if ready.is_empty() { draining } else { ready };
+    chosen.sort_unstable();
+    chosen.dedup();
     if chosen.is_empty() {
         problems.push(format!(
             "Service {key} port {port} has no ready endpoints; its routes answer 503"
@@ -173,12 +268,19 @@ fn endpoints_for(
         .collect()
 }
 
-fn find_port<'a>(service: &'a Service, port: &PortRef) -> Option<&'a ServicePort> {
+/// The Service's TCP port with that number or name (a number can also be in use
+/// for UDP or SCTP, which HTTP cannot reach).
+fn find_port<'a>(service: &'a Service, port: PortRef<'_>) -> Option<&'a ServicePort> {
     let ports = service.spec.as_ref()?.ports.as_ref()?;
-    ports.iter().find(|p| match port {
-        PortRef::Number(n) => p.port == *n,
-        PortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+    ports.iter().filter(|p| is_tcp(p)).find(|p| match port {
+        PortRef::Number(n) => p.port == n,
+        PortRef::Name(name) => p.name.as_deref() == Some(name),
     })
+}
+
+/// Unset protocol means TCP.
+pub fn is_tcp(port: &ServicePort) -> bool {
+    port.protocol.as_deref().is_none_or(|p| p == "TCP")
 }
 
 fn service_of(slice: &EndpointSlice) -> Option<&str> {
@@ -205,7 +307,7 @@ fn slice_port(slice: &EndpointSlice, service_port: &ServicePort) -> Option<u16> 
 fn external_name(
     service: &Service,
     key: &ObjectKey,
-    port: &PortRef,
+    port: PortRef<'_>,
     problems: &mut Vec<String>,
 ) -> Vec<Endpoint> {
     let name = service
@@ -214,12 +316,12 @@ fn external_name(
         .and_then(|s| s.external_name.as_deref())
         .unwrap_or("");
     let number = match port {
-        PortRef::Number(n) => Some(*n),
+        PortRef::Number(n) => Some(n),
         PortRef::Name(_) => find_port(service, port).map(|p| p.port),
     };
     let Some(number) = number.and_then(|n| u16::try_from(n).ok()) else {
         problems.push(format!(
-            "ExternalName Service {key} has no port {port}; its routes answer 503"
+            "ExternalName Service {key} has no TCP port {port}; its routes answer 503"
         ));
         return Vec::new();
     };

@@ -77,8 +77,17 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         created(a).cmp(&created(b)).then_with(|| ka.cmp(kb))
     });
 
+    // Sizes the route list and the claims map once instead of regrowing them.
+    let paths = ours
+        .iter()
+        .filter_map(|(_, ing)| ing.spec.as_ref())
+        .flat_map(|spec| spec.rules.iter().flatten())
+        .filter_map(|rule| rule.http.as_ref())
+        .map(|http| http.paths.len())
+        .sum();
+
     let mut table = RoutingTable::default();
-    let mut builder = routes::Builder::new(snapshot, &mut table);
+    let mut builder = routes::Builder::new(snapshot, &mut table, paths);
     let mut statuses = Vec::with_capacity(ours.len());
     for (key, ingress) in ours {
         let (served, warnings) = builder.add_ingress(key, ingress);

@@ -9,18 +9,38 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use sluice_proxy::table::{
     self, Action, BackendId, PathMatch, PathRewrite, Route, RoutingTable, SourceRef,
 };
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::hash_map::{Entry, HashMap};
+use std::fmt;
 
-/// A host (empty: any) and a path, as the router sees them.
-type Claim = (String, PathMatch);
+/// A host (empty: any) and a path, as the router tells them apart: whether the
+/// path is Exact, and the path (a Prefix without its trailing `/`s). Borrowed
+/// from the Ingresses, so claiming a path allocates nothing.
+type Claim<'a> = (Cow<'a, str>, bool, &'a str);
 
 pub struct Builder<'a> {
     snapshot: &'a Snapshot,
     table: &'a mut RoutingTable,
     resolver: Resolver<'a>,
-    claims: BTreeMap<Claim, ObjectKey>,
+    claims: HashMap<Claim<'a>, &'a ObjectKey>,
     routes: Vec<Route>,
-    default_backend: Option<(ObjectKey, BackendId)>,
+    default_backend: Option<(&'a ObjectKey, BackendId)>,
+}
+
+/// Where in an Ingress a problem is, for warnings (formatted only when needed).
+#[derive(Clone, Copy)]
+enum At {
+    DefaultBackend,
+    Path(usize, usize),
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::DefaultBackend => f.write_str("defaultBackend"),
+            At::Path(i, j) => write!(f, "spec.rules[{i}].http.paths[{j}]"),
+        }
+    }
 }
 
 pub struct Routes {
@@ -31,19 +51,20 @@ pub struct Routes {
 }
 
 impl<'a> Builder<'a> {
-    pub fn new(snapshot: &'a Snapshot, table: &'a mut RoutingTable) -> Self {
+    /// `paths`: how many Ingress paths will be added (a capacity hint).
+    pub fn new(snapshot: &'a Snapshot, table: &'a mut RoutingTable, paths: usize) -> Self {
         Self {
             snapshot,
             table,
             resolver: Resolver::new(snapshot),
-            claims: BTreeMap::new(),
-            routes: Vec::new(),
+            claims: HashMap::with_capacity(paths),
+            routes: Vec::with_capacity(paths),
             default_backend: None,
         }
     }
 
     /// Adds one Ingress; returns whether anything of it is served, and its warnings.
-    pub fn add_ingress(&mut self, key: &ObjectKey, ingress: &Ingress) -> (bool, Vec<String>) {
+    pub fn add_ingress(&mut self, key: &'a ObjectKey, ingress: &'a Ingress) -> (bool, Vec<String>) {
         let mut warnings = Vec::new();
         let options = annotations::parse(ingress.metadata.annotations.as_ref(), &mut warnings);
         let Some(spec) = ingress.spec.as_ref() else {
@@ -51,6 +72,7 @@ impl<'a> Builder<'a> {
             return (false, warnings);
         };
         let mut served = false;
+        let mut memo = Memo::new();
 
         if let Some(tls) = &spec.tls {
             tls::add(
@@ -67,9 +89,28 @@ impl<'a> Builder<'a> {
                 Some((owner, _)) => warnings.push(format!(
                     "defaultBackend ignored: the older Ingress {owner} already sets the default backend"
                 )),
+                // The default backend answers every client; installing it would
+                // bypass this Ingress's source restrictions, so fail closed.
+                None if options.restricts_sources() => warnings.push(
+                    "defaultBackend ignored: the default backend admits every client, so it cannot honour sluice.dev/allow-cidrs or sluice.dev/deny-cidrs"
+                        .into(),
+                ),
                 None => {
-                    if let Some(id) = self.backend(key, default, &options, "defaultBackend", &mut warnings) {
-                        self.default_backend = Some((key.clone(), id));
+                    if let Some(id) = backend(
+                        &mut self.resolver,
+                        &mut memo,
+                        key,
+                        default,
+                        &options,
+                        At::DefaultBackend,
+                        &mut warnings,
+                    ) {
+                        if options.rewrite_target.is_some() {
+                            warnings.push(
+                                "annotation sluice.dev/rewrite-target does not apply to the defaultBackend".into(),
+                            );
+                        }
+                        self.default_backend = Some((key, id));
                         served = true;
                     }
                 }
@@ -77,7 +118,7 @@ impl<'a> Builder<'a> {
         }
 
         for (i, rule) in spec.rules.iter().flatten().enumerate() {
-            let host = rule.host.clone().unwrap_or_default().to_ascii_lowercase();
+            let host = lowercase(rule.host.as_deref().unwrap_or_default());
             if !host.is_empty()
                 && let Err(problem) = table::validate_host(&host)
             {
@@ -85,81 +126,73 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let Some(http) = &rule.http else { continue };
+            let name_prefix = route_name_prefix(key, i);
             for (j, path) in http.paths.iter().enumerate() {
-                let at = format!("spec.rules[{i}].http.paths[{j}]");
-                let Some(matcher) = path_match(
+                let at = At::Path(i, j);
+                let Some((exact, text)) = path_match(
                     path.path_type.as_str(),
                     path.path.as_deref(),
-                    &at,
+                    at,
                     &mut warnings,
                 ) else {
                     continue;
                 };
-                let claim = (host.clone(), normalize(&matcher));
-                if let Some(owner) = self.claims.get(&claim).filter(|o| *o != key) {
-                    warnings.push(format!(
-                        "{at}: host {:?} path {:?} is already served by the older Ingress {owner}; ignored",
-                        display_host(&host),
-                        path_text(&matcher)
-                    ));
-                    continue;
-                }
-                if self.claims.contains_key(&claim) {
-                    warnings.push(format!(
-                        "{at}: duplicates an earlier path of this Ingress; ignored"
-                    ));
-                    continue;
-                }
-                let Some(backend) = self.backend(key, &path.backend, &options, &at, &mut warnings)
-                else {
+                // Two Prefix paths that differ by a trailing `/` claim the same requests.
+                let normalized = if exact {
+                    text
+                } else {
+                    text.trim_end_matches('/')
+                };
+                let claim = match self.claims.entry((host.clone(), exact, normalized)) {
+                    Entry::Occupied(owner) if *owner.get() != key => {
+                        warnings.push(format!(
+                            "{at}: host {:?} path {text:?} is already served by the older Ingress {}; ignored",
+                            display_host(&host),
+                            owner.get()
+                        ));
+                        continue;
+                    }
+                    Entry::Occupied(_) => {
+                        warnings.push(format!(
+                            "{at}: duplicates an earlier path of this Ingress; ignored"
+                        ));
+                        continue;
+                    }
+                    Entry::Vacant(claim) => claim,
+                };
+                let Some(backend) = backend(
+                    &mut self.resolver,
+                    &mut memo,
+                    key,
+                    &path.backend,
+                    &options,
+                    at,
+                    &mut warnings,
+                ) else {
                     continue;
                 };
-                self.claims.insert(claim, key.clone());
-                self.routes
-                    .push(route(key, i, j, &host, matcher, backend, &options));
+                claim.insert(key);
+                let matcher = if exact {
+                    PathMatch::Exact(text.to_owned())
+                } else {
+                    PathMatch::Prefix(text.to_owned())
+                };
+                self.routes.push(route(
+                    key,
+                    &name_prefix,
+                    j,
+                    &host,
+                    matcher,
+                    backend,
+                    &options,
+                ));
                 served = true;
             }
         }
         (served, warnings)
     }
 
-    fn backend(
-        &mut self,
-        owner: &ObjectKey,
-        backend: &IngressBackend,
-        options: &IngressAnnotations,
-        at: &str,
-        warnings: &mut Vec<String>,
-    ) -> Option<BackendId> {
-        if backend.resource.is_some() {
-            warnings.push(format!(
-                "{at}: resource backends are not supported; ignored"
-            ));
-            return None;
-        }
-        let Some(service) = &backend.service else {
-            warnings.push(format!("{at}: no service backend; ignored"));
-            return None;
-        };
-        let Some(port) = backends::port_ref(service) else {
-            warnings.push(format!(
-                "{at}: service {} names no port; ignored",
-                service.name
-            ));
-            return None;
-        };
-        let key = ObjectKey::new(owner.namespace.clone(), service.name.clone());
-        Some(self.resolver.resolve(
-            &mut self.table.backends,
-            &key,
-            &port,
-            options,
-            owner,
-            warnings,
-        ))
-    }
-
-    pub fn finish(mut self, options: &Options) -> Routes {
+    pub fn finish(mut self, options: &'a Options) -> Routes {
         let mut warnings = Vec::new();
         let mut default_backend = self.default_backend.take().map(|(_, id)| id);
         if default_backend.is_none()
@@ -167,6 +200,9 @@ impl<'a> Builder<'a> {
         {
             default_backend = self.flag_default_backend(service, &mut warnings);
         }
+        self.table
+            .backends
+            .append(&mut self.resolver.into_backends());
         Routes {
             routes: self.routes,
             default_backend,
@@ -174,10 +210,10 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// `--default-backend-service NS/NAME`: the Service's first port.
+    /// `--default-backend-service NS/NAME`: the Service's first TCP port.
     fn flag_default_backend(
         &mut self,
-        service: &ObjectKey,
+        service: &'a ObjectKey,
         warnings: &mut Vec<String>,
     ) -> Option<BackendId> {
         let first_port = self
@@ -186,28 +222,82 @@ impl<'a> Builder<'a> {
             .get(service)
             .and_then(|s| s.spec.as_ref())
             .and_then(|s| s.ports.as_ref())
-            .and_then(|p| p.first())
+            .and_then(|p| p.iter().find(|p| backends::is_tcp(p)))
             .map(|p| p.port);
         let Some(port) = first_port else {
-            warnings.push(format!("default backend Service {service} not found or has no ports; unmatched requests get 404"));
+            warnings.push(format!("default backend Service {service} not found or has no TCP port; unmatched requests get 404"));
             return None;
         };
-        let owner = service.clone();
         let id = self.resolver.resolve(
-            &mut self.table.backends,
-            service,
-            &PortRef::Number(port),
+            &service.namespace,
+            &service.name,
+            PortRef::Number(port),
             &IngressAnnotations::default(),
-            &owner,
+            service,
             warnings,
         );
         Some(id)
     }
 }
 
+/// Service ports one Ingress already resolved, so that its paths to the same
+/// Service port skip the resolver (their warnings are already recorded).
+type Memo<'a> = Vec<(&'a str, PortRef<'a>, BackendId)>;
+
+/// Beyond this many distinct Service ports in one Ingress, `Memo` stops growing.
+const MEMO_LIMIT: usize = 16;
+
+/// Resolves an Ingress backend (a Service port) to a table backend.
+fn backend<'a>(
+    resolver: &mut Resolver<'a>,
+    memo: &mut Memo<'a>,
+    owner: &'a ObjectKey,
+    backend: &'a IngressBackend,
+    options: &IngressAnnotations,
+    at: At,
+    warnings: &mut Vec<String>,
+) -> Option<BackendId> {
+    if backend.resource.is_some() {
+        warnings.push(format!(
+            "{at}: resource backends are not supported; ignored"
+        ));
+        return None;
+    }
+    let Some(service) = &backend.service else {
+        warnings.push(format!("{at}: no service backend; ignored"));
+        return None;
+    };
+    let Some(port) = backends::port_ref(service) else {
+        warnings.push(format!(
+            "{at}: service {} names no port; ignored",
+            service.name
+        ));
+        return None;
+    };
+    if let Some((.., id)) = memo
+        .iter()
+        .find(|(name, p, _)| *name == service.name && *p == port)
+    {
+        return Some(id.clone());
+    }
+    let id = resolver.resolve(
+        &owner.namespace,
+        &service.name,
+        port,
+        options,
+        owner,
+        warnings,
+    );
+    if memo.len() < MEMO_LIMIT {
+        memo.push((&service.name, port, id.clone()));
+    }
+    Some(id)
+}
+
+/// `name_prefix`: see `route_name_prefix`.
 fn route(
     key: &ObjectKey,
-    i: usize,
+    name_prefix: &str,
     j: usize,
     host: &str,
     matcher: PathMatch,
@@ -215,7 +305,12 @@ fn route(
     options: &IngressAnnotations,
 ) -> Route {
     Route {
-        name: format!("{key}/{i}/{j}"),
+        name: {
+            let mut name = String::with_capacity(name_prefix.len() + 4);
+            name.push_str(name_prefix);
+            push_decimal(&mut name, j);
+            name
+        },
         source: Some(SourceRef {
             kind: "Ingress".into(),
             namespace: key.namespace.clone(),
@@ -238,21 +333,42 @@ fn route(
     }
 }
 
-/// pathType → matcher. ImplementationSpecific is Prefix here.
-fn path_match(
+/// Route names are `NAMESPACE/INGRESS/RULE/PATH`; this is all but PATH.
+fn route_name_prefix(key: &ObjectKey, i: usize) -> String {
+    let mut name = String::with_capacity(key.namespace.len() + key.name.len() + 8);
+    name.push_str(&key.namespace);
+    name.push('/');
+    name.push_str(&key.name);
+    name.push('/');
+    push_decimal(&mut name, i);
+    name.push('/');
+    name
+}
+
+/// Appends `n` in decimal (cheaper than the formatting machinery, per route).
+fn push_decimal(s: &mut String, n: usize) {
+    if n >= 10 {
+        push_decimal(s, n / 10);
+    }
+    s.push(char::from(b'0' + (n % 10) as u8));
+}
+
+/// pathType → whether the path is Exact (else Prefix), and the path.
+/// ImplementationSpecific is Prefix here.
+fn path_match<'a>(
     path_type: &str,
-    path: Option<&str>,
-    at: &str,
+    path: Option<&'a str>,
+    at: At,
     warnings: &mut Vec<String>,
-) -> Option<PathMatch> {
+) -> Option<(bool, &'a str)> {
     let path = path.filter(|p| !p.is_empty()).unwrap_or("/");
     if !path.starts_with('/') {
         warnings.push(format!("{at}: path {path:?} must start with `/`; ignored"));
         return None;
     }
     match path_type {
-        "Exact" => Some(PathMatch::Exact(path.to_owned())),
-        "Prefix" | "ImplementationSpecific" => Some(PathMatch::Prefix(path.to_owned())),
+        "Exact" => Some((true, path)),
+        "Prefix" | "ImplementationSpecific" => Some((false, path)),
         other => {
             warnings.push(format!(
                 "{at}: pathType {other:?} is not Exact, Prefix or ImplementationSpecific; ignored"
@@ -262,20 +378,31 @@ fn path_match(
     }
 }
 
-/// Two Prefix paths that differ by a trailing `/` claim the same requests.
-fn normalize(m: &PathMatch) -> PathMatch {
-    match m {
-        PathMatch::Prefix(p) => PathMatch::Prefix(p.trim_end_matches('/').to_owned()),
-        PathMatch::Exact(p) => PathMatch::Exact(p.clone()),
-    }
-}
-
-fn path_text(m: &PathMatch) -> &str {
-    match m {
-        PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+/// Lower-cases, borrowing when already lower-case (the usual case).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
     }
 }
 
 fn display_host(host: &str) -> &str {
     if host.is_empty() { "*" } else { host }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_count_rules_and_paths_in_decimal() {
+        let key = ObjectKey::new("ns", "ing");
+        let mut name = route_name_prefix(&key, 0);
+        push_decimal(&mut name, 7);
+        assert_eq!(name, "ns/ing/0/7");
+        let mut name = route_name_prefix(&key, 120);
+        push_decimal(&mut name, 3059);
+        assert_eq!(name, "ns/ing/120/3059");
+    }
 }
