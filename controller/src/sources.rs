@@ -3,9 +3,11 @@
 //!
 //! kube's watcher re-lists after a 410 or an outage and its store swaps in the new
 //! list only when it is complete, so a relist never blanks the table; while the API
-//! is unreachable the stores keep the last state and the watcher backs off.
+//! is unreachable the stores keep the last state and the watcher backs off
+//! ([`WatchBackoff`]: at most 10 s, so changes show soon after the API is back).
 
 use crate::snapshot::{ObjectKey, Snapshot, key_of};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -13,12 +15,14 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -157,7 +161,7 @@ fn watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let stream = watcher(api, config).default_backoff();
+    let stream = watcher(api, config).backoff(WatchBackoff::default());
     reflect(stream, changed, kind)
 }
 
@@ -179,6 +183,47 @@ where
         }
     });
     reader
+}
+
+/// Delays between retries of a failing watch: 0.5 s doubling up to 5 s, with
+/// jitter (so replicas spread out); reset by the next success.
+///
+/// kube's default (client-go's: up to 30 s plus jitter) left the controller blind
+/// for up to a minute after the API server came back from an outage, while it
+/// should follow endpoint changes again at once. A retry is one cheap request (the
+/// watch resumes from its resource version), so a 5 to 10 s period is no burden.
+pub struct WatchBackoff {
+    builder: ExponentialBuilder,
+    current: backon::ExponentialBackoff,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(5))
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        Self {
+            current: builder.build(),
+            builder,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.current.next()
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.current = self.builder.build();
+    }
 }
 
 fn watcher<K>(
@@ -216,7 +261,7 @@ fn watch_v1beta1_slices(
         None => Api::all_with(client.clone(), &resource),
     };
     let stream = watcher::watcher(api, config)
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .map_ok(convert_event)
         .try_filter_map(|event| async move { Ok(event) });
     reflect(stream, changed, "EndpointSlice")
@@ -245,5 +290,23 @@ pub fn to_v1(object: DynamicObject) -> Option<EndpointSlice> {
             warn!(name, "cannot read v1beta1 EndpointSlice: {e}; ignored");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = (0..8).map(|_| backoff.next().unwrap()).collect();
+        let bases = [500, 1000, 2000, 4000, 5000, 5000, 5000, 5000];
+        for (delay, base) in delays.iter().zip(bases) {
+            let base = Duration::from_millis(base);
+            assert!(*delay >= base && *delay < base * 2, "{delays:?}");
+        }
+        backoff.reset();
+        assert!(backoff.next().unwrap() < Duration::from_secs(1));
     }
 }

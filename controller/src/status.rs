@@ -1,12 +1,19 @@
 //! Leader-only: writes `status.loadBalancer.ingress` on the Ingresses we serve and
 //! emits a Warning Event for each new problem translation found on an Ingress.
+//!
+//! Events are created directly rather than through kube's `Recorder`: the Recorder
+//! folds every Event with the same reason on the same object into one series and
+//! keeps the first note, so a second problem on an Ingress (say, two bad
+//! annotations) would never be named. Each distinct warning is its own Event here,
+//! emitted once while it lasts (see `emitted`).
 
 use crate::publish::Published;
 use crate::snapshot::ObjectKey;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +21,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
+
+/// `reportingController` of our Events.
+const REPORTING_CONTROLLER: &str = "sluice-controller";
 
 /// What to publish as the Ingresses' address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +39,8 @@ pub enum PublishTarget {
 pub struct StatusWriter {
     client: Client,
     target: PublishTarget,
-    recorder: Recorder,
+    /// `reportingInstance` of our Events.
+    identity: String,
     field_manager: String,
     /// Warnings already emitted per Ingress, so each is an Event once while it lasts.
     emitted: BTreeMap<ObjectKey, BTreeSet<String>>,
@@ -37,12 +48,8 @@ pub struct StatusWriter {
 
 impl StatusWriter {
     pub fn new(client: Client, target: PublishTarget, identity: &str) -> Self {
-        let reporter = Reporter {
-            controller: "sluice-controller".into(),
-            instance: Some(identity.to_owned()),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            identity: identity.to_owned(),
             client,
             target,
             // Shows in managedFields which replica wrote a status.
@@ -88,15 +95,16 @@ impl StatusWriter {
                 self.patch_status(key, addresses).await;
             }
             let emitted = self.emitted.entry(key.clone()).or_default();
-            let new: Vec<&String> = status
-                .warnings
-                .iter()
-                .filter(|w| !emitted.contains(*w))
-                .collect();
-            for warning in new {
-                publish_warning(&self.recorder, ingress, warning).await;
+            // Warnings that went away are forgotten (they are new if they return);
+            // one whose Event failed is tried again with the next translation.
+            emitted.retain(|w| status.warnings.contains(w));
+            for warning in &status.warnings {
+                if !emitted.contains(warning)
+                    && publish_warning(&self.client, &self.identity, ingress, warning).await
+                {
+                    emitted.insert(warning.clone());
+                }
             }
-            *emitted = status.warnings.iter().cloned().collect();
         }
         self.emitted.retain(|k, _| seen.contains(k));
     }
@@ -195,20 +203,52 @@ fn current_addresses(ingress: &Ingress) -> Vec<Value> {
         .collect()
 }
 
-async fn publish_warning(recorder: &Recorder, ingress: &Ingress, warning: &str) {
+/// Creates the Event; false when the API refused it.
+async fn publish_warning(
+    client: &Client,
+    identity: &str,
+    ingress: &Ingress,
+    warning: &str,
+) -> bool {
     let reference: ObjectReference = ingress.object_ref(&());
+    let namespace = reference
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = reference.name.clone().unwrap_or_else(|| "ingress".into());
     // Event notes are limited to 1 kB.
     let note: String = warning.chars().take(1000).collect();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    // Named like kube's Recorder does (older API servers reject a `generateName`
+    // ending in a dot); the name part is cut to keep within 253 characters.
+    let prefix: String = name.chars().take(200).collect();
+    let prefix = prefix.trim_end_matches(['.', '-']);
     let event = Event {
-        type_: EventType::Warning,
-        reason: reason_of(warning).into(),
+        metadata: ObjectMeta {
+            name: Some(format!("{prefix}.{:x}", now.as_nanosecond())),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        type_: Some("Warning".into()),
+        reason: Some(reason_of(warning).into()),
         note: Some(note),
-        action: "Translate".into(),
-        secondary: None,
+        action: Some("Translate".into()),
+        regarding: Some(reference),
+        reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        reporting_instance: Some(identity.to_owned()),
+        event_time: Some(MicroTime(now)),
+        ..Default::default()
     };
-    match recorder.publish(&event, &reference).await {
-        Ok(()) => debug!(ingress = ?reference.name, warning, "warning event emitted"),
-        Err(e) => warn!(ingress = ?reference.name, "cannot emit event: {e}"),
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => {
+            debug!(ingress = %name, warning, "warning event emitted");
+            true
+        }
+        Err(e) => {
+            warn!(ingress = %name, "cannot emit event: {e}");
+            false
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! Test support for the black-box tests in `tests/`: build and start the real
 //! `sluice-proxy` binary, run in-process backends and clients on 127.0.0.1.
+//! The `controller_*` tests start the real `sluice-controller` against a real
+//! Kubernetes API server (see `cluster` for how it is found).
 //!
 //! Each proxy gets a temporary directory (table file, stderr log, stdout) that
 //! is removed afterwards; set `SLUICE_E2E_KEEP=1` to keep it. A failing test
@@ -9,17 +11,24 @@
 //! loudly, so `unwrap`/`expect` are allowed like in the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod apiserver;
 pub mod backend;
 pub mod binary;
 pub mod client;
+pub mod cluster;
 pub mod config_file;
+pub mod controller;
+pub mod k8s;
 pub mod pattern;
 pub mod process;
+pub mod traffic;
 pub mod util;
 pub mod ws;
 
 pub use backend::Backend;
 pub use client::{HttpClient, Reply};
+pub use cluster::Cluster;
 pub use config_file::Layout;
+pub use controller::{ControllerOptions, ControllerProcess};
 pub use process::{Options, ProxyProcess};
 pub use util::{eventually, free_addr};

@@ -303,7 +303,7 @@ pub async fn raw_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 }
 
 /// Removes ANSI escape sequences (`ESC [ ... letter`), in case colours slip through.
-fn strip_ansi(text: &str) -> String {
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
