@@ -11,11 +11,11 @@ use sluice_controller::sources::Sources;
 use sluice_controller::status::{PublishTarget, StatusWriter};
 use sluice_controller::translate::{DEFAULT_CONTROLLER_NAME, Options};
 use sluice_proxy::admin;
+use sluice_proxy::process::{self, Terminate};
 use sluice_proxy::server::Proxy;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -73,26 +73,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber_filter();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    let threads = cli
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
-    let result = match runtime {
+    process::init_logging();
+    let result = match process::runtime(cli.threads) {
         Ok(rt) => rt.block_on(run(cli)),
         Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
@@ -105,14 +87,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn tracing_subscriber_filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let terminate = Terminate::register().context("cannot handle SIGTERM/SIGINT")?;
     let client = client(cli.kubeconfig.as_deref()).await?;
     let identity = cli
         .identity
@@ -170,15 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::spawn(writer.run(leader, statuses_rx));
     info!(%identity, http = %cli.http_bind, admin = %cli.admin_bind, "sluice-controller started");
 
-    let name = tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    };
-    info!(
-        "{name}: no longer accepting; draining in-flight requests for up to {}",
-        cli.drain_timeout
-    );
-    proxy.shutdown(cli.drain_timeout.to_std()).await;
+    terminate.wait_and_drain(&proxy, cli.drain_timeout).await;
     drop(always_leader);
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod balance;
 pub mod compile;
 pub mod demo;
 pub mod http;
+pub mod process;
 pub mod reload;
 pub mod server;
 pub mod table;

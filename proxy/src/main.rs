@@ -2,13 +2,13 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sluice_proxy::process::{self, Terminate};
 use sluice_proxy::server::Proxy;
 use sluice_proxy::{admin, compile, demo, reload, table, upstream};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -62,7 +62,7 @@ struct RuntimeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    process::init_logging();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Run {
@@ -87,32 +87,10 @@ fn main() -> ExitCode {
 
 impl RuntimeArgs {
     fn block_on<F: Future<Output = anyhow::Result<()>>>(&self, f: F) -> anyhow::Result<()> {
-        let threads = self
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let runtime = if threads <= 1 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()
-        }
-        .context("cannot start the async runtime")?;
-        runtime.block_on(f)
+        process::runtime(self.threads)
+            .context("cannot start the async runtime")?
+            .block_on(f)
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn check(config: &std::path::Path) -> ExitCode {
@@ -149,7 +127,7 @@ async fn run(
     admin: Option<SocketAddr>,
     drain: table::Duration,
 ) -> anyhow::Result<()> {
-    let terminate = Terminate::register()?;
+    let terminate = Terminate::register().context("cannot handle SIGTERM/SIGINT")?;
     let proxy = Proxy::new();
     if let Some(addr) = admin {
         admin::start(proxy.clone(), addr)
@@ -171,7 +149,7 @@ async fn run_demo(
     admin_addr: SocketAddr,
     drain: table::Duration,
 ) -> anyhow::Result<()> {
-    let terminate = Terminate::register()?;
+    let terminate = Terminate::register().context("cannot handle SIGTERM/SIGINT")?;
     let proxy = Proxy::new();
     let admin = admin::start(proxy.clone(), admin_addr)
         .await
@@ -205,30 +183,4 @@ async fn apply_initial(proxy: &Arc<Proxy>, parsed: table::RoutingTable) -> anyho
     }
     info!("table loaded; serving");
     Ok(())
-}
-
-struct Terminate {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Terminate {
-    /// Registered before serving, so a SIGTERM during start-up drains too.
-    fn register() -> anyhow::Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-        })
-    }
-
-    async fn wait_and_drain(mut self, proxy: &Proxy, drain: table::Duration) {
-        let name = tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        };
-        info!("{name}: no longer accepting; draining in-flight requests for up to {drain}");
-        if proxy.shutdown(drain.to_std()).await {
-            info!("drained; exiting");
-        }
-    }
 }
