@@ -84,3 +84,16 @@ impl ConfigFile {
         }
     }
 }
+
+/// The simplest table: one listener on `listen` forwarding every request to one
+/// backend with one endpoint.
+pub fn forward_all(
+    listen: std::net::SocketAddr,
+    backend: &str,
+    endpoint: std::net::SocketAddr,
+) -> String {
+    format!(
+        "listeners:\n  - http: {{name: web, bind: {listen}, routes: [{{name: all, action: {{forward: {backend}}}}}]}}\n\
+         backends:\n  {backend}: {{endpoints: [{{address: {endpoint}}}]}}\n"
+    )
+}

@@ -28,7 +28,7 @@ pub mod ws;
 pub use backend::Backend;
 pub use client::{HttpClient, Reply};
 pub use cluster::Cluster;
-pub use config_file::Layout;
+pub use config_file::{Layout, forward_all};
 pub use controller::{ControllerOptions, ControllerProcess};
 pub use process::{Options, ProxyProcess};
 pub use util::{eventually, free_addr};

@@ -6,7 +6,7 @@
 
 use http::{Request, StatusCode, Version};
 use sluice_e2e::client::{self, HttpClient, empty, fetch, send};
-use sluice_e2e::{Backend, ProxyProcess, free_addr};
+use sluice_e2e::{Backend, ProxyProcess, forward_all, free_addr};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -261,11 +261,7 @@ async fn forwarded_headers_per_listener_mode() {
 async fn host_is_preserved_and_hop_by_hop_headers_are_dropped() {
     let echo = Backend::start("echo").await;
     let listen = free_addr().unwrap();
-    let yaml = format!(
-        "listeners:\n  - http: {{name: web, bind: {listen}, routes: [{{name: all, action: {{forward: echo}}}}]}}\n\
-         backends:\n  echo: {{endpoints: [{{address: {}}}]}}\n",
-        echo.addr
-    );
+    let yaml = forward_all(listen, "echo", echo.addr);
     let _proxy = ProxyProcess::start(&yaml).await.unwrap();
     let client = client::client();
     let req = Request::get(format!("http://{listen}/path?echo&q=1"))
@@ -323,11 +319,7 @@ async fn host_is_preserved_and_hop_by_hop_headers_are_dropped() {
 async fn h2c_prior_knowledge_is_proxied_to_http1_backends() {
     let echo = Backend::start("echo").await;
     let listen = free_addr().unwrap();
-    let yaml = format!(
-        "listeners:\n  - http: {{name: web, bind: {listen}, routes: [{{name: all, action: {{forward: echo}}}}]}}\n\
-         backends:\n  echo: {{endpoints: [{{address: {}}}]}}\n",
-        echo.addr
-    );
+    let yaml = forward_all(listen, "echo", echo.addr);
     let _proxy = ProxyProcess::start(&yaml).await.unwrap();
     let client = client::h2c_client();
     for _ in 0..3 {
@@ -419,11 +411,7 @@ backends:
 async fn backend_connections_are_reused() {
     let b = Backend::start("b").await;
     let listen = free_addr().unwrap();
-    let yaml = format!(
-        "listeners:\n  - http: {{name: web, bind: {listen}, routes: [{{name: all, action: {{forward: b}}}}]}}\n\
-         backends:\n  b: {{endpoints: [{{address: {}}}]}}\n",
-        b.addr
-    );
+    let yaml = forward_all(listen, "b", b.addr);
     let _proxy = ProxyProcess::start(&yaml).await.unwrap();
     let client = client::client();
     for _ in 0..1000 {

@@ -5,7 +5,7 @@
 
 use http::StatusCode;
 use sluice_e2e::client::{self, fetch};
-use sluice_e2e::{Backend, Options, ProxyProcess, eventually, free_addr};
+use sluice_e2e::{Backend, Options, ProxyProcess, eventually, forward_all, free_addr};
 use std::time::{Duration, Instant};
 
 const IN_FLIGHT: usize = 50;
@@ -14,11 +14,7 @@ const IN_FLIGHT: usize = 50;
 async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     let backend = Backend::slow("slow", Duration::from_secs(2)).await;
     let listen = free_addr().unwrap();
-    let yaml = format!(
-        "listeners:\n  - http: {{name: web, bind: {listen}, routes: [{{name: all, action: {{forward: slow}}}}]}}\n\
-         backends:\n  slow: {{endpoints: [{{address: {}}}]}}\n",
-        backend.addr
-    );
+    let yaml = forward_all(listen, "slow", backend.addr);
     let mut proxy = ProxyProcess::start(&yaml).await.unwrap();
 
     // 50 concurrent HTTP/1.1 requests: one client connection each.
@@ -86,11 +82,7 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
 async fn sigterm_when_idle_exits_promptly_with_status_0() {
     let backend = Backend::start("b").await;
     let listen = free_addr().unwrap();
-    let yaml = format!(
-        "listeners:\n  - http: {{name: web, bind: {listen}, routes: [{{name: all, action: {{forward: b}}}}]}}\n\
-         backends:\n  b: {{endpoints: [{{address: {}}}]}}\n",
-        backend.addr
-    );
+    let yaml = forward_all(listen, "b", backend.addr);
     let mut proxy = ProxyProcess::start(&yaml).await.unwrap();
     // An idle keep-alive client connection must not hold up the exit.
     let client = client::client();
@@ -112,11 +104,7 @@ async fn sigterm_when_idle_exits_promptly_with_status_0() {
 async fn drain_timeout_bounds_how_long_sigterm_waits() {
     let backend = Backend::slow("stuck", Duration::from_secs(20)).await;
     let listen = free_addr().unwrap();
-    let yaml = format!(
-        "listeners:\n  - http: {{name: web, bind: {listen}, routes: [{{name: all, action: {{forward: stuck}}}}]}}\n\
-         backends:\n  stuck: {{endpoints: [{{address: {}}}]}}\n",
-        backend.addr
-    );
+    let yaml = forward_all(listen, "stuck", backend.addr);
     let options = Options {
         extra_args: vec!["--drain-timeout".into(), "1s".into()],
         ..Options::default()

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use sluice_e2e::client::{self, send};
 use sluice_e2e::pattern::{self, Verifier};
 use sluice_e2e::process::{peak_rss_kib, rss_kib};
-use sluice_e2e::{Backend, ProxyProcess, free_addr};
+use sluice_e2e::{Backend, ProxyProcess, forward_all, free_addr};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,11 +22,7 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(25);
 async fn start() -> (Backend, ProxyProcess, SocketAddr) {
     let backend = Backend::start("bulk").await;
     let listen = free_addr().unwrap();
-    let yaml = format!(
-        "listeners:\n  - http: {{name: web, bind: {listen}, routes: [{{name: all, action: {{forward: bulk}}}}]}}\n\
-         backends:\n  bulk: {{endpoints: [{{address: {}}}]}}\n",
-        backend.addr
-    );
+    let yaml = forward_all(listen, "bulk", backend.addr);
     let proxy = ProxyProcess::start(&yaml).await.unwrap();
     // Warm up: connection pools, buffers and worker threads exist before the baseline.
     let client = client::client();
