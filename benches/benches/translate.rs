@@ -20,6 +20,7 @@ use sluice_proxy::table::Listener;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 const INGRESSES: usize = 10_000;
 const NAMESPACES: usize = 100;
@@ -181,12 +182,12 @@ fn snapshot() -> Snapshot {
     let key = |ns: String, name: String| ObjectKey::new(ns, name);
     for i in 0..INGRESSES {
         s.ingresses
-            .insert(key(namespace(i), format!("app-{i}")), ingress(i));
+            .insert(key(namespace(i), format!("app-{i}")), Arc::new(ingress(i)));
         s.services
-            .insert(key(namespace(i), format!("svc-{i}")), service(i));
+            .insert(key(namespace(i), format!("svc-{i}")), Arc::new(service(i)));
         for (g, slice) in slices(i).into_iter().enumerate() {
             s.endpoint_slices
-                .insert(key(namespace(i), format!("svc-{i}-{g}")), slice);
+                .insert(key(namespace(i), format!("svc-{i}-{g}")), Arc::new(slice));
         }
     }
     s

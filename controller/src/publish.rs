@@ -187,8 +187,8 @@ mod tests {
         }
     }
 
-    fn ingress(name: &str, default_service: &str) -> Ingress {
-        Ingress {
+    fn ingress(name: &str, default_service: &str) -> Arc<Ingress> {
+        Arc::new(Ingress {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("default".into()),
@@ -209,7 +209,7 @@ mod tests {
                 ..Default::default()
             }),
             status: None,
-        }
+        })
     }
 
     const DEBOUNCE: Debounce = Debounce {

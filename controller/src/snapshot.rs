@@ -5,6 +5,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Namespace and name of a namespaced object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -40,17 +41,18 @@ impl std::str::FromStr for ObjectKey {
     }
 }
 
-/// Everything the controller watches, as of one moment.
+/// Everything the controller watches, as of one moment. Objects are shared with
+/// the reflector stores (`Arc`), so taking a snapshot copies no object.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub ingresses: BTreeMap<ObjectKey, Ingress>,
+    pub ingresses: BTreeMap<ObjectKey, Arc<Ingress>>,
     /// Cluster-scoped: keyed by name.
-    pub ingress_classes: BTreeMap<String, IngressClass>,
-    pub services: BTreeMap<ObjectKey, Service>,
+    pub ingress_classes: BTreeMap<String, Arc<IngressClass>>,
+    pub services: BTreeMap<ObjectKey, Arc<Service>>,
     /// In the `discovery.k8s.io/v1` shape; `v1beta1` slices are converted on arrival.
-    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
     /// Only `kubernetes.io/tls` Secrets.
-    pub secrets: BTreeMap<ObjectKey, Secret>,
+    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 }
 
 /// Key of any namespaced object from its metadata; `None` when it lacks a name.

@@ -121,7 +121,7 @@ impl Sources {
                 .classes
                 .state()
                 .iter()
-                .filter_map(|c| Some((c.metadata.name.clone()?, (**c).clone())))
+                .filter_map(|c| Some((c.metadata.name.clone()?, c.clone())))
                 .collect(),
             services: namespaced(&self.services),
             endpoint_slices: namespaced(&self.slices),
@@ -140,14 +140,14 @@ where
     }
 }
 
-fn namespaced<K>(stores: &[Store<K>]) -> BTreeMap<ObjectKey, K>
+fn namespaced<K>(stores: &[Store<K>]) -> BTreeMap<ObjectKey, Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
     stores
         .iter()
         .flat_map(|s| s.state())
-        .filter_map(|o| Some((key_of(o.meta())?, (*o).clone())))
+        .filter_map(|o| Some((key_of(o.meta())?, o)))
         .collect()
 }
 

@@ -25,6 +25,7 @@ use sluice_controller::translate::{Options, translate};
 use sluice_proxy::compile::{CompiledAction, CompiledTable, ListenerKind, normalize_host};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -71,30 +72,34 @@ fn load(file: &Path) -> Case {
             }
             ("Ingress", _) => {
                 let i: Ingress = parse(doc, file);
-                snapshot.ingresses.insert(key_of(&i.metadata).unwrap(), i);
+                snapshot
+                    .ingresses
+                    .insert(key_of(&i.metadata).unwrap(), Arc::new(i));
             }
             ("IngressClass", _) => {
                 let c: IngressClass = parse(doc, file);
                 snapshot
                     .ingress_classes
-                    .insert(c.metadata.name.clone().unwrap(), c);
+                    .insert(c.metadata.name.clone().unwrap(), Arc::new(c));
             }
             ("Service", _) => {
                 let s: Service = parse(doc, file);
-                snapshot.services.insert(key_of(&s.metadata).unwrap(), s);
+                snapshot
+                    .services
+                    .insert(key_of(&s.metadata).unwrap(), Arc::new(s));
             }
             ("EndpointSlice", "discovery.k8s.io/v1beta1") => {
                 let o: DynamicObject = parse(doc, file);
                 let s = to_v1(o).expect("a readable v1beta1 EndpointSlice");
                 snapshot
                     .endpoint_slices
-                    .insert(key_of(&s.metadata).unwrap(), s);
+                    .insert(key_of(&s.metadata).unwrap(), Arc::new(s));
             }
             ("EndpointSlice", _) => {
                 let s: EndpointSlice = parse(doc, file);
                 snapshot
                     .endpoint_slices
-                    .insert(key_of(&s.metadata).unwrap(), s);
+                    .insert(key_of(&s.metadata).unwrap(), Arc::new(s));
             }
             ("Secret", _) => {
                 let mut s: Secret = parse(doc, file);
@@ -106,7 +111,9 @@ fn load(file: &Path) -> Case {
                 }
                 // The sources only watch TLS Secrets.
                 if s.type_.as_deref() == Some("kubernetes.io/tls") {
-                    snapshot.secrets.insert(key_of(&s.metadata).unwrap(), s);
+                    snapshot
+                        .secrets
+                        .insert(key_of(&s.metadata).unwrap(), Arc::new(s));
                 }
             }
             other => panic!("{}: unsupported object {other:?}", file.display()),

@@ -53,7 +53,9 @@ fn ingress(status_ip: Option<&str>) -> Ingress {
 fn published(status_ip: Option<&str>, warnings: &[&str]) -> Published {
     let key = ObjectKey::new("shop", "web");
     let mut snapshot = Snapshot::default();
-    snapshot.ingresses.insert(key.clone(), ingress(status_ip));
+    snapshot
+        .ingresses
+        .insert(key.clone(), Arc::new(ingress(status_ip)));
     Published {
         translation: Translation {
             table: Default::default(),

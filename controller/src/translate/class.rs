@@ -4,13 +4,14 @@
 use super::Options;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 
 pub fn is_ours(
     ingress: &Ingress,
-    classes: &BTreeMap<String, IngressClass>,
+    classes: &BTreeMap<String, Arc<IngressClass>>,
     options: &Options,
 ) -> bool {
     // The legacy annotation, when present, decides (as other controllers do).

@@ -69,6 +69,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         .ingresses
         .iter()
         .filter(|(_, ing)| class::is_ours(ing, &snapshot.ingress_classes, options))
+        .map(|(key, ing)| (key, &**ing))
         .collect();
     // Oldest first: on a conflict the older Ingress keeps the host+path.
     ours.sort_by(|(ka, a), (kb, b)| {
