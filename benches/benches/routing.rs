@@ -95,6 +95,7 @@ fn big_table() -> RoutingTable {
             default_backend: None,
             forwarded: ForwardedHeaders::Off,
             timeouts: Default::default(),
+            error_pages: Default::default(),
         })],
         backends,
         certificates: Default::default(),
@@ -162,28 +163,40 @@ fn bench_lookup(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, host, path, expected) in cases {
         assert_eq!(
-            router.lookup(host, path).map(|m| m.route),
+            router.lookup(host, path, |_| true).map(|m| m.route),
             expected,
             "{name}"
         );
         group.bench_function(name, |b| {
-            b.iter(|| router.lookup(black_box(host), black_box(path)))
+            b.iter(|| router.lookup(black_box(host), black_box(path), |_| true))
         });
     }
     // What the request path does: normalise the Host header (port, case), then look up.
     let raw = format!("{}:8080", exact.to_ascii_uppercase());
     assert_eq!(
         router
-            .lookup(&normalize_host(&raw), "/api/v1/x")
+            .lookup(&normalize_host(&raw), "/api/v1/x", |_| true)
             .map(|m| m.route),
         Some(777)
     );
     group.bench_function("normalize+lookup/uppercase-host-with-port", |b| {
-        b.iter(|| router.lookup(&normalize_host(black_box(&raw)), black_box("/api/v1/x")))
+        b.iter(|| {
+            router.lookup(
+                &normalize_host(black_box(&raw)),
+                black_box("/api/v1/x"),
+                |_| true,
+            )
+        })
     });
     let plain = format!("{exact}:8080");
     group.bench_function("normalize+lookup/host-with-port", |b| {
-        b.iter(|| router.lookup(&normalize_host(black_box(&plain)), black_box("/api/v1/x")))
+        b.iter(|| {
+            router.lookup(
+                &normalize_host(black_box(&plain)),
+                black_box("/api/v1/x"),
+                |_| true,
+            )
+        })
     });
     group.finish();
 }

@@ -22,7 +22,10 @@ use serde_json::Value;
 use sluice_controller::snapshot::{ObjectKey, Snapshot, key_of};
 use sluice_controller::sources::to_v1;
 use sluice_controller::translate::{Options, translate};
-use sluice_proxy::compile::{CompiledAction, CompiledTable, ListenerKind, normalize_host};
+use sluice_proxy::compile::{
+    CompiledAction, CompiledTable, ListenerKind, RequestFacts, canonical_client, normalize_host,
+    normalize_path,
+};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,11 +142,21 @@ fn route_requests(table: &CompiledTable, requests: &[String]) -> Vec<String> {
             let (host, path) = target
                 .find('/')
                 .map_or((target, "/"), |at| target.split_at(at));
-            let matched = http.router.lookup(&normalize_host(host), path);
-            let (route, name) = match (matched, &http.default_route) {
-                (Some(m), _) => (&http.routes[m.route], &*http.routes[m.route].name),
-                (None, Some(default)) => (default, "(default backend)"),
-                (None, None) => return format!("{request} → 404"),
+            let host = normalize_host(host);
+            let path = normalize_path(path);
+            let headers = http::HeaderMap::new();
+            let facts = RequestFacts {
+                host: &host,
+                path: &path,
+                query: None,
+                method: &http::Method::GET,
+                headers: &headers,
+                client: canonical_client(client),
+            };
+            let (route, name) = match http.select(&facts) {
+                Some(s) if s.is_default => (s.route, "(default backend)"),
+                Some(s) => (s.route, &*s.route.name),
+                None => return format!("{request} → 404"),
             };
             let outcome = if !route.access.admits(client) {
                 "403".to_owned()
@@ -158,6 +171,7 @@ fn route_requests(table: &CompiledTable, requests: &[String]) -> Vec<String> {
                         }
                     }
                     CompiledAction::MissingBackend(id) => format!("503 (no backend {id})"),
+                    other => other.describe(),
                 }
             };
             format!("{request} → {name} → {outcome}")

@@ -107,13 +107,10 @@ listeners:
           hosts: [api.example.com, \"*.example.com\"]
           paths: [{prefix: /api}, {exact: /health}]
           action: {forward: api}
-        - name: ghost
-          paths: [{prefix: /ghost}]
-          action: {forward: ghost}
 backends:
   api:
     endpoints:
-      - {address: 127.0.0.1:9001, weight: 3}
+      - {address: 127.0.0.1:9001, weight: 900}
       - {address: 127.0.0.1:9002}
     timeouts: {connect: 5s, response: 60s, pool_idle: 90s}
 ";
@@ -127,7 +124,7 @@ backends:
         out.stdout
     );
     assert!(
-        out.stderr.contains("backend `ghost` is not defined"),
+        out.stderr.contains("weight 900 is above 256"),
         "{}",
         out.stderr
     );

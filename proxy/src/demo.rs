@@ -109,6 +109,7 @@ pub fn table(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> Routing
             default_backend: None,
             forwarded: Default::default(),
             timeouts: Default::default(),
+            error_pages: Default::default(),
         })],
         backends: [
             ("blue".to_owned(), backend(vec![ep(blue, 1)])),

@@ -106,6 +106,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         default_backend: routes.default_backend,
         forwarded: Default::default(),
         timeouts: Default::default(),
+        error_pages: Default::default(),
     }));
     statuses.sort_by(|a, b| a.ingress.cmp(&b.ingress));
     Translation {

@@ -322,7 +322,11 @@ fn route(
             vec![host.to_owned()]
         },
         paths: vec![matcher],
+        conditions: Vec::new(),
+        priority: 0,
         action: Action::Forward(backend),
+        request_headers: Default::default(),
+        response_headers: Default::default(),
         rewrite: options
             .rewrite_target
             .clone()

@@ -4,14 +4,23 @@
 //! backend produces a warning and the rest of the table is served. Only problems
 //! that make the whole table unusable (two listeners on one address) are errors.
 
+mod actions;
+mod conditions;
+pub mod explain;
+mod facts;
 mod router;
 
+pub use actions::{
+    BackendIx, CompiledAction, CompiledHeaderEdits, CompiledRedirect, CompiledRewrite,
+    FixedResponse, RedirectInput, replace_prefix,
+};
+pub use conditions::{CompiledCondition, HostSet, PathSet};
+pub use facts::{RequestFacts, canonical_client, normalize_path, query_values};
 pub use router::{HostRouter, RouteIx, RouteMatch, normalize_host};
 
 use crate::balance::SmoothWeighted;
 use crate::table::{
-    self, Action, Backend, BackendTimeouts, EndpointAddress, IpNet, Listener, PathRewrite,
-    RoutingTable, SourceRef,
+    self, Backend, BackendTimeouts, EndpointAddress, IpNet, Listener, RoutingTable, SourceRef,
 };
 use crate::upstream::{Upstream, Upstreams};
 use http::uri::Authority;
@@ -45,13 +54,56 @@ pub struct HttpListener {
     pub default_route: Option<CompiledRoute>,
     pub forwarded: table::ForwardedHeaders,
     pub timeouts: table::ListenerTimeouts,
+    /// Replacement pages for errors the proxy generates, by status.
+    pub error_pages: HashMap<u16, FixedResponse>,
+}
+
+/// The route that answers a request.
+pub struct Selected<'a> {
+    pub route: &'a CompiledRoute,
+    /// Bytes of the path the route's path matcher covered (for prefix rewrites).
+    pub matched_len: usize,
+    /// Whether this is the listener's default backend rather than a route.
+    pub is_default: bool,
+}
+
+impl HttpListener {
+    /// The route for a request: the first in precedence order (see `router`) whose
+    /// conditions hold, else the default route.
+    pub fn select(&self, req: &RequestFacts<'_>) -> Option<Selected<'_>> {
+        let hit = self.router.lookup(req.host, req.path, |ix| {
+            self.routes[ix].conditions.iter().all(|c| c.holds(req))
+        });
+        match hit {
+            Some(m) => Some(Selected {
+                route: &self.routes[m.route],
+                matched_len: m.matched_len,
+                is_default: false,
+            }),
+            None => self.default_route.as_ref().map(|route| Selected {
+                route,
+                matched_len: 0,
+                is_default: true,
+            }),
+        }
+    }
 }
 
 pub struct CompiledRoute {
     pub name: Arc<str>,
+    /// Position in the table's route list (`None` for the default route).
+    pub declared: Option<usize>,
     pub source: Option<SourceRef>,
+    pub priority: i32,
+    /// The route's own hosts and paths, for explaining decisions (the router
+    /// indexes them for matching).
+    pub hosts: HostSet,
+    pub paths: PathSet,
+    pub conditions: Box<[CompiledCondition]>,
     pub action: CompiledAction,
-    pub rewrite: Option<PathRewrite>,
+    pub rewrite: Option<CompiledRewrite>,
+    pub request_headers: CompiledHeaderEdits,
+    pub response_headers: CompiledHeaderEdits,
     pub access: SourceFilter,
 }
 
@@ -63,12 +115,9 @@ pub struct SourceFilter {
 }
 
 impl SourceFilter {
+    /// `client` as in [`RequestFacts::client`] (IPv4-mapped already unwrapped).
     pub fn admits(&self, client: std::net::IpAddr) -> bool {
-        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
-        let client = match client {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let client = canonical_client(client);
         if self.deny.iter().any(|n| n.contains(&client)) {
             return false;
         }
@@ -81,14 +130,6 @@ impl SourceFilter {
         self.allow.is_none() && self.deny.is_empty()
     }
 }
-
-pub enum CompiledAction {
-    Forward(BackendIx),
-    /// The route names a backend that does not exist: answer 503 and say which.
-    MissingBackend(Arc<str>),
-}
-
-pub type BackendIx = usize;
 
 pub struct CompiledBackend {
     pub id: Arc<str>,
@@ -195,43 +236,43 @@ fn compile_http(
     backend_ix: &BTreeMap<&str, BackendIx>,
     warnings: &mut Vec<String>,
 ) -> HttpListener {
+    let error_pages: HashMap<u16, FixedResponse> = listener
+        .error_pages
+        .iter()
+        .map(|(status, page)| {
+            let response = FixedResponse::new(status.get(), &page.content_type, page.body.as_str());
+            (status.get(), response)
+        })
+        .collect();
     let mut routes = Vec::with_capacity(listener.routes.len());
     let mut router = router::Builder::default();
-    for (ix, route) in listener.routes.iter().enumerate() {
+    for (declared, route) in listener.routes.iter().enumerate() {
         let context = RouteContext {
             listener: &listener.name,
             route: &route.name,
             source: route.source.as_ref(),
         };
-        let action = match &route.action {
-            Action::Forward(id) => forward_to(id, backend_ix, &context, warnings),
-        };
-        for problem in router.add(ix, &route.hosts, &route.paths) {
-            warnings.push(context.describe(problem));
+        if let Some(compiled) = compile_route(
+            declared,
+            route,
+            backend_ix,
+            &error_pages,
+            &context,
+            warnings,
+        ) {
+            let keys = router::RouteKeys {
+                ix: routes.len(),
+                name: &route.name,
+                priority: route.priority,
+                hosts: &route.hosts,
+                paths: &route.paths,
+                unconditional: compiled.conditions.is_empty(),
+            };
+            for problem in router.add(keys) {
+                warnings.push(context.describe(problem));
+            }
+            routes.push(compiled);
         }
-        if let Some(PathRewrite::ReplacePrefix(to)) = &route.rewrite
-            && !to.starts_with('/')
-        {
-            warnings.push(context.describe(format!(
-                "rewrite {to:?} must start with `/`; the path is kept"
-            )));
-        }
-        routes.push(CompiledRoute {
-            name: Arc::from(route.name.as_str()),
-            source: route.source.clone(),
-            action,
-            rewrite: route
-                .rewrite
-                .clone()
-                .filter(|PathRewrite::ReplacePrefix(to)| to.starts_with('/')),
-            access: SourceFilter {
-                allow: route
-                    .allow_sources
-                    .as_ref()
-                    .map(|a| a.iter().map(IpNet::trunc).collect()),
-                deny: route.deny_sources.iter().map(IpNet::trunc).collect(),
-            },
-        });
     }
     let default_route = listener.default_backend.as_ref().map(|id| {
         let context = RouteContext {
@@ -241,9 +282,16 @@ fn compile_http(
         };
         CompiledRoute {
             name: Arc::from("default"),
+            declared: None,
             source: None,
+            priority: 0,
+            hosts: HostSet::default(),
+            paths: PathSet::default(),
+            conditions: Box::new([]),
             action: forward_to(id, backend_ix, &context, warnings),
             rewrite: None,
+            request_headers: CompiledHeaderEdits::default(),
+            response_headers: CompiledHeaderEdits::default(),
             access: SourceFilter::default(),
         }
     });
@@ -253,8 +301,81 @@ fn compile_http(
         default_route,
         forwarded: listener.forwarded,
         timeouts: listener.timeouts,
+        error_pages,
     }
 }
+
+/// Compiles one route; a route whose conditions or action cannot be compiled is
+/// left out (with a warning) rather than served wrongly, since a condition that
+/// silently matched everything could open what it was meant to guard.
+fn compile_route(
+    declared: usize,
+    route: &table::Route,
+    backend_ix: &BTreeMap<&str, BackendIx>,
+    error_pages: &HashMap<u16, FixedResponse>,
+    context: &RouteContext<'_>,
+    warnings: &mut Vec<String>,
+) -> Option<CompiledRoute> {
+    let mut conditions = Vec::with_capacity(route.conditions.len());
+    for condition in &route.conditions {
+        match CompiledCondition::compile(condition) {
+            Ok(c) => conditions.push(c),
+            Err(e) => {
+                warnings.push(context.describe(format!("{e}; the route is left out")));
+                return None;
+            }
+        }
+    }
+    let action = actions::compile_action(
+        &route.action,
+        |id| forward_to(id, backend_ix, context, warnings),
+        |status| error_pages.get(&status).cloned(),
+    );
+    let action = match action {
+        Ok(a) => a,
+        Err(e) => {
+            warnings.push(context.describe(format!("{e}; the route is left out")));
+            return None;
+        }
+    };
+    let rewrite = route
+        .rewrite
+        .as_ref()
+        .and_then(|rw| match CompiledRewrite::new(rw) {
+            Ok(rw) => Some(rw),
+            Err(e) => {
+                warnings.push(context.describe(e));
+                None
+            }
+        });
+    Some(CompiledRoute {
+        name: Arc::from(route.name.as_str()),
+        declared: Some(declared),
+        source: route.source.clone(),
+        priority: route.priority,
+        hosts: HostSet::lenient(&route.hosts),
+        paths: PathSet::new(if route.paths.is_empty() {
+            ROOT_PATH.as_slice()
+        } else {
+            &route.paths
+        }),
+        conditions: conditions.into(),
+        action,
+        rewrite,
+        request_headers: CompiledHeaderEdits::new(&route.request_headers),
+        response_headers: CompiledHeaderEdits::new(&route.response_headers),
+        access: SourceFilter {
+            allow: route
+                .allow_sources
+                .as_ref()
+                .map(|a| a.iter().map(IpNet::trunc).collect()),
+            deny: route.deny_sources.iter().map(IpNet::trunc).collect(),
+        },
+    })
+}
+
+static ROOT_PATH: std::sync::LazyLock<[table::PathMatch; 1]> =
+    std::sync::LazyLock::new(|| [table::PathMatch::Prefix("/".to_owned())]);
 
 fn forward_to(
     id: &str,
@@ -368,8 +489,8 @@ backends:
     fn a_route_to_an_undefined_backend_degrades_only_itself() {
         let t = compile_yaml(TWO_ROUTES).unwrap();
         let ListenerKind::Http(http) = &t.listeners[0].kind;
-        let good = http.router.lookup("a.com", "/").unwrap().route;
-        let dangling = http.router.lookup("b.com", "/").unwrap().route;
+        let good = http.router.find("a.com", "/").unwrap().route;
+        let dangling = http.router.find("b.com", "/").unwrap().route;
         assert!(matches!(
             http.routes[good].action,
             CompiledAction::Forward(0)

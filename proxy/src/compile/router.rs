@@ -1,14 +1,24 @@
-//! Host and path lookup with Kubernetes Ingress precedence.
+//! Which route answers a request.
 //!
-//! Hosts: an exact name is tried first, then the `*.suffix` wildcard matching exactly
-//! one leading label, then routes without hosts; a request falls through to the next
-//! level when no path matched at the more specific one. Paths, within one host: an
-//! Exact match beats any Prefix; among Prefixes the longest wins (element-wise, so
-//! `/foo` matches `/foo/bar` but not `/foobar`); on an exact tie the earlier route wins.
+//! Routes are tried in this order, and the first whose path matches and whose
+//! `match` conditions all hold wins:
+//! 1. Priority, highest first, across all hosts (a priority-100 deny rule without
+//!    hosts is tried before any host's routes).
+//! 2. Host, most specific first: the exact name, then the `*.suffix` wildcard
+//!    covering exactly one leading label, then routes without hosts. A request falls
+//!    through to the next level when nothing matched at the more specific one.
+//! 3. Path kind, within one host: `exact`; then `begins_with`, `ends_with` and
+//!    `regex` in the order written (HAProxy's first-match ACLs; nginx also tries
+//!    regexes before prefixes); then `prefix` (Ingress element-wise), longest first.
+//! 4. Order written, among routes with the same host and path.
+//!
+//! Everything is decided at build time: hash maps for hosts and exact paths,
+//! pre-sorted lists, regexes compiled once (with a `RegexSet` to skip all of a
+//! host's regexes at once when none can match). Matching does not allocate.
 
 use crate::table::PathMatch;
+use regex::{Regex, RegexSet};
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 
 pub type RouteIx = usize;
 
@@ -21,6 +31,11 @@ pub struct RouteMatch {
 
 #[derive(Default)]
 pub struct HostRouter {
+    /// Highest priority first; usually exactly one.
+    tiers: Vec<Tier>,
+}
+
+struct Tier {
     exact: HashMap<Box<str>, PathRouter>,
     /// Keyed by the suffix after `*.`, e.g. `example.com`.
     wildcard: HashMap<Box<str>, PathRouter>,
@@ -29,66 +44,106 @@ pub struct HostRouter {
 
 #[derive(Default)]
 struct PathRouter {
-    exact: HashMap<Box<str>, RouteIx>,
+    exact: HashMap<Box<str>, Box<[RouteIx]>>,
+    /// `begins_with`, `ends_with` and `regex` paths, in the order written.
+    rules: Vec<(Rule, RouteIx)>,
+    /// All regexes of `rules`, when there are several: one pass says whether any
+    /// of them can match.
+    regex_set: Option<RegexSet>,
     /// Normalised prefixes (no trailing `/`; the root prefix is ""), longest first.
-    prefixes: Vec<(Box<str>, RouteIx)>,
+    prefixes: Vec<(Box<str>, Box<[RouteIx]>)>,
+}
+
+enum Rule {
+    BeginsWith(Box<str>),
+    EndsWith(Box<str>),
+    Regex(Regex),
 }
 
 impl HostRouter {
-    /// `host` must already be lower-case without port (see `normalize_host`).
-    pub fn lookup(&self, host: &str, path: &str) -> Option<RouteMatch> {
-        if let Some(hit) = self.exact.get(host).and_then(|p| p.lookup(path)) {
-            return Some(hit);
+    /// The first route, in precedence order, whose host and path match and which
+    /// `accept` takes (its conditions hold). `host` must already be lower-case
+    /// without port (see `normalize_host`).
+    pub fn lookup(
+        &self,
+        host: &str,
+        path: &str,
+        mut accept: impl FnMut(RouteIx) -> bool,
+    ) -> Option<RouteMatch> {
+        let wildcard_key = host.split_once('.').map(|(_, suffix)| suffix);
+        for tier in &self.tiers {
+            if let Some(hit) = tier
+                .exact
+                .get(host)
+                .and_then(|p| p.lookup(path, &mut accept))
+            {
+                return Some(hit);
+            }
+            if let Some(suffix) = wildcard_key
+                && let Some(hit) = tier
+                    .wildcard
+                    .get(suffix)
+                    .and_then(|p| p.lookup(path, &mut accept))
+            {
+                return Some(hit);
+            }
+            if let Some(hit) = tier.any.lookup(path, &mut accept) {
+                return Some(hit);
+            }
         }
-        if let Some((_, suffix)) = host.split_once('.')
-            && let Some(hit) = self.wildcard.get(suffix).and_then(|p| p.lookup(path))
-        {
-            return Some(hit);
-        }
-        self.any.lookup(path)
+        None
     }
 }
 
 impl PathRouter {
-    fn lookup(&self, path: &str) -> Option<RouteMatch> {
-        if let Some(&route) = self.exact.get(path) {
+    fn lookup(&self, path: &str, accept: &mut impl FnMut(RouteIx) -> bool) -> Option<RouteMatch> {
+        if let Some(routes) = self.exact.get(path)
+            && let Some(&route) = routes.iter().find(|&&r| accept(r))
+        {
             return Some(RouteMatch {
                 route,
                 matched_len: path.len(),
             });
         }
-        self.prefixes
-            .iter()
-            .find(|(prefix, _)| prefix_matches(prefix, path))
-            .map(|(prefix, route)| RouteMatch {
-                route: *route,
-                matched_len: prefix.len(),
-            })
-    }
-
-    fn add(&mut self, path: &PathMatch, ix: RouteIx) -> Option<String> {
-        match path {
-            PathMatch::Exact(p) => match self.exact.entry(p.as_str().into()) {
-                Entry::Vacant(v) => {
-                    v.insert(ix);
-                    None
+        let mut regex_possible: Option<bool> = None;
+        for (rule, route) in &self.rules {
+            let matched_len = match rule {
+                Rule::BeginsWith(p) if path.starts_with(&**p) => p.len(),
+                Rule::EndsWith(s) if path.ends_with(&**s) => 0,
+                Rule::Regex(re) => {
+                    let possible = *regex_possible.get_or_insert_with(|| {
+                        self.regex_set.as_ref().is_none_or(|set| set.is_match(path))
+                    });
+                    if !possible || !re.is_match(path) {
+                        continue;
+                    }
+                    path.len()
                 }
-                Entry::Occupied(_) => Some(format!("exact path {p:?} is already routed; ignored")),
-            },
-            PathMatch::Prefix(p) => {
-                let normalized = p.trim_end_matches('/');
-                if self.prefixes.iter().any(|(q, _)| &**q == normalized) {
-                    return Some(format!("prefix {p:?} is already routed; ignored"));
-                }
-                self.prefixes.push((normalized.into(), ix));
-                None
+                _ => continue,
+            };
+            if accept(*route) {
+                return Some(RouteMatch {
+                    route: *route,
+                    matched_len,
+                });
             }
         }
+        for (prefix, routes) in &self.prefixes {
+            if prefix_matches(prefix, path)
+                && let Some(&route) = routes.iter().find(|&&r| accept(r))
+            {
+                return Some(RouteMatch {
+                    route,
+                    matched_len: prefix.len(),
+                });
+            }
+        }
+        None
     }
 }
 
 /// Element-wise prefix match on a normalised prefix.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+pub(super) fn prefix_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
         && (path.len() == prefix.len() || path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
@@ -110,36 +165,87 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// One route as the builder needs it.
+pub(super) struct RouteKeys<'a> {
+    pub ix: RouteIx,
+    pub name: &'a str,
+    pub priority: i32,
+    pub hosts: &'a [String],
+    pub paths: &'a [PathMatch],
+    /// No conditions: the route takes every request its host and path match, so
+    /// routes after it in the same slot can never answer.
+    pub unconditional: bool,
+}
+
 #[derive(Default)]
 pub(super) struct Builder {
-    router: HostRouter,
+    tiers: Vec<TierBuilder>,
+}
+
+struct TierBuilder {
+    priority: i32,
+    exact: HashMap<String, PathBuilder>,
+    wildcard: HashMap<String, PathBuilder>,
+    any: PathBuilder,
+}
+
+#[derive(Default)]
+struct PathBuilder {
+    exact: HashMap<String, Vec<Candidate>>,
+    rules: Vec<(Rule, Candidate)>,
+    prefixes: HashMap<String, Vec<Candidate>>,
+}
+
+#[derive(Clone)]
+struct Candidate {
+    ix: RouteIx,
+    name: String,
+    unconditional: bool,
 }
 
 impl Builder {
     /// Adds a route; returns problems (each degrades only that host or path).
-    pub(super) fn add(
-        &mut self,
-        ix: RouteIx,
-        hosts: &[String],
-        paths: &[PathMatch],
-    ) -> Vec<String> {
+    pub(super) fn add(&mut self, route: RouteKeys<'_>) -> Vec<String> {
         let mut problems = Vec::new();
         let root = [PathMatch::Prefix("/".to_owned())];
-        let paths = if paths.is_empty() { &root[..] } else { paths };
+        let paths = if route.paths.is_empty() {
+            &root[..]
+        } else {
+            route.paths
+        };
+        let mut valid_paths = Vec::new();
         for path in paths {
-            if let Err(p) = validate_path(path) {
-                problems.push(p);
+            match crate::table::check::check_path(path) {
+                Ok(()) => valid_paths.push(path),
+                Err(p) => problems.push(format!("{p}; ignored")),
             }
         }
-        let paths: Vec<&PathMatch> = paths.iter().filter(|p| validate_path(p).is_ok()).collect();
 
-        let mut targets: Vec<&mut PathRouter> = Vec::new();
-        if hosts.is_empty() {
-            targets.push(&mut self.router.any);
+        let tier = match self.tiers.iter().position(|t| t.priority == route.priority) {
+            Some(i) => &mut self.tiers[i],
+            None => {
+                self.tiers.push(TierBuilder {
+                    priority: route.priority,
+                    exact: HashMap::new(),
+                    wildcard: HashMap::new(),
+                    any: PathBuilder::default(),
+                });
+                let last = self.tiers.len() - 1;
+                &mut self.tiers[last]
+            }
+        };
+        let candidate = Candidate {
+            ix: route.ix,
+            name: route.name.to_owned(),
+            unconditional: route.unconditional,
+        };
+        let mut targets: Vec<&mut PathBuilder> = Vec::new();
+        if route.hosts.is_empty() {
+            targets.push(&mut tier.any);
         }
         let mut exact_keys = Vec::new();
         let mut wildcard_keys = Vec::new();
-        for host in hosts {
+        for host in route.hosts {
             match classify_host(host) {
                 Ok(HostPattern::Exact(h)) => exact_keys.push(h),
                 Ok(HostPattern::Wildcard(s)) => wildcard_keys.push(s),
@@ -147,56 +253,133 @@ impl Builder {
             }
         }
         for router in targets {
-            add_paths(router, &paths, ix, &mut problems);
+            router.add(&valid_paths, &candidate, &mut problems);
         }
         for key in exact_keys {
-            add_paths(
-                self.router.exact.entry(key.into()).or_default(),
-                &paths,
-                ix,
-                &mut problems,
-            );
+            let router = tier.exact.entry(key).or_default();
+            router.add(&valid_paths, &candidate, &mut problems);
         }
         for key in wildcard_keys {
-            let router = self.router.wildcard.entry(key.into()).or_default();
-            add_paths(router, &paths, ix, &mut problems);
+            let router = tier.wildcard.entry(key).or_default();
+            router.add(&valid_paths, &candidate, &mut problems);
         }
         problems
     }
 
     pub(super) fn build(mut self) -> HostRouter {
-        let routers = std::iter::once(&mut self.router.any)
-            .chain(self.router.exact.values_mut())
-            .chain(self.router.wildcard.values_mut());
-        for router in routers {
-            // Longest first; stable, so equal lengths keep route order.
-            router
-                .prefixes
-                .sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        }
-        self.router
+        self.tiers.sort_by_key(|t| std::cmp::Reverse(t.priority));
+        let tiers = self
+            .tiers
+            .into_iter()
+            .map(|t| Tier {
+                exact: t
+                    .exact
+                    .into_iter()
+                    .map(|(k, p)| (k.into(), p.build()))
+                    .collect(),
+                wildcard: t
+                    .wildcard
+                    .into_iter()
+                    .map(|(k, p)| (k.into(), p.build()))
+                    .collect(),
+                any: t.any.build(),
+            })
+            .collect();
+        HostRouter { tiers }
     }
 }
 
-fn add_paths(
-    router: &mut PathRouter,
-    paths: &[&PathMatch],
-    ix: RouteIx,
-    problems: &mut Vec<String>,
-) {
-    for path in paths {
-        if let Some(problem) = router.add(path, ix) {
-            problems.push(problem);
+impl PathBuilder {
+    fn add(&mut self, paths: &[&PathMatch], candidate: &Candidate, problems: &mut Vec<String>) {
+        for path in paths {
+            let slot = match path {
+                PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default(),
+                PathMatch::Prefix(p) => self
+                    .prefixes
+                    .entry(p.trim_end_matches('/').to_owned())
+                    .or_default(),
+                PathMatch::BeginsWith(p) => {
+                    self.rules
+                        .push((Rule::BeginsWith(p.as_str().into()), candidate.clone()));
+                    continue;
+                }
+                PathMatch::EndsWith(s) => {
+                    self.rules
+                        .push((Rule::EndsWith(s.as_str().into()), candidate.clone()));
+                    continue;
+                }
+                PathMatch::Regex(re) => {
+                    self.rules
+                        .push((Rule::Regex(re.regex().clone()), candidate.clone()));
+                    continue;
+                }
+            };
+            if slot.iter().any(|c| c.ix == candidate.ix) {
+                continue;
+            }
+            if let Some(first) = slot.iter().find(|c| c.unconditional) {
+                problems.push(format!(
+                    "{} is already routed by route `{}`, which has no conditions; this route is never used for it",
+                    describe(path),
+                    first.name
+                ));
+            }
+            slot.push(candidate.clone());
+        }
+    }
+
+    fn build(self) -> PathRouter {
+        let ixs = |c: Vec<Candidate>| -> Box<[RouteIx]> { c.into_iter().map(|c| c.ix).collect() };
+        let mut prefixes: Vec<(Box<str>, Box<[RouteIx]>)> = self
+            .prefixes
+            .into_iter()
+            .map(|(p, c)| (p.into(), ixs(c)))
+            .collect();
+        // Longest first; equal lengths cannot collide (same key = same slot).
+        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        let regexes: Vec<&str> = self
+            .rules
+            .iter()
+            .filter_map(|(r, _)| match r {
+                Rule::Regex(re) => Some(re.as_str()),
+                _ => None,
+            })
+            .collect();
+        // Only worth it with several; sources are already anchored and bounded.
+        let regex_set = if regexes.len() >= 2 {
+            RegexSet::new(&regexes).ok()
+        } else {
+            None
+        };
+        PathRouter {
+            exact: self
+                .exact
+                .into_iter()
+                .map(|(p, c)| (p.into(), ixs(c)))
+                .collect(),
+            rules: self.rules.into_iter().map(|(r, c)| (r, c.ix)).collect(),
+            regex_set,
+            prefixes,
         }
     }
 }
 
-enum HostPattern {
+fn describe(path: &PathMatch) -> String {
+    match path {
+        PathMatch::Exact(p) => format!("exact path {p:?}"),
+        PathMatch::Prefix(p) => format!("prefix {p:?}"),
+        PathMatch::BeginsWith(p) => format!("path beginning {p:?}"),
+        PathMatch::EndsWith(p) => format!("path ending {p:?}"),
+        PathMatch::Regex(p) => format!("path regex {:?}", p.as_str()),
+    }
+}
+
+pub(super) enum HostPattern {
     Exact(String),
     Wildcard(String),
 }
 
-fn classify_host(host: &str) -> Result<HostPattern, String> {
+pub(super) fn classify_host(host: &str) -> Result<HostPattern, String> {
     let lower = host.to_ascii_lowercase();
     let lower = lower.strip_suffix('.').unwrap_or(&lower);
     crate::table::validate_host(lower).map_err(|problem| format!("{problem}; ignored"))?;
@@ -206,20 +389,27 @@ fn classify_host(host: &str) -> Result<HostPattern, String> {
     })
 }
 
-fn validate_path(path: &PathMatch) -> Result<(), String> {
-    let p = match path {
-        PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
-    };
-    if p.starts_with('/') {
-        Ok(())
-    } else {
-        Err(format!("path {p:?} must start with `/`; ignored"))
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    impl HostRouter {
+        /// Lookup as if every route's conditions held.
+        pub fn find(&self, host: &str, path: &str) -> Option<RouteMatch> {
+            self.lookup(host, path, |_| true)
+        }
+    }
+
+    pub fn keys<'a>(ix: RouteIx, hosts: &'a [String], paths: &'a [PathMatch]) -> RouteKeys<'a> {
+        RouteKeys {
+            ix,
+            name: "r",
+            priority: 0,
+            hosts,
+            paths,
+            unconditional: true,
+        }
+    }
 
     /// The matched route index only, for the precedence tests.
     trait Ix {
@@ -236,7 +426,7 @@ mod tests {
         let mut problems = Vec::new();
         for (ix, (hosts, paths)) in routes.iter().enumerate() {
             let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-            problems.extend(b.add(ix, &hosts, paths));
+            problems.extend(b.add(keys(ix, &hosts, paths)));
         }
         (b.build(), problems)
     }
@@ -251,27 +441,27 @@ mod tests {
     #[test]
     fn prefix_is_element_wise() {
         let (r, _) = router(&[(&[], &[prefix("/foo")])]);
-        assert_eq!(r.lookup("h", "/foo").ix(), Some(0));
-        assert_eq!(r.lookup("h", "/foo/").ix(), Some(0));
-        assert_eq!(r.lookup("h", "/foo/bar").ix(), Some(0));
-        assert_eq!(r.lookup("h", "/foobar").ix(), None);
-        assert_eq!(r.lookup("h", "/").ix(), None);
+        assert_eq!(r.find("h", "/foo").ix(), Some(0));
+        assert_eq!(r.find("h", "/foo/").ix(), Some(0));
+        assert_eq!(r.find("h", "/foo/bar").ix(), Some(0));
+        assert_eq!(r.find("h", "/foobar").ix(), None);
+        assert_eq!(r.find("h", "/").ix(), None);
     }
 
     #[test]
     fn trailing_slash_prefix_matches_without_slash() {
         // Kubernetes spec table: Prefix `/aaa/bbb/` matches `/aaa/bbb`.
         let (r, _) = router(&[(&[], &[prefix("/aaa/bbb/")])]);
-        assert_eq!(r.lookup("h", "/aaa/bbb").ix(), Some(0));
-        assert_eq!(r.lookup("h", "/aaa/bbb/ccc").ix(), Some(0));
-        assert_eq!(r.lookup("h", "/aaa/bbbxyz").ix(), None);
+        assert_eq!(r.find("h", "/aaa/bbb").ix(), Some(0));
+        assert_eq!(r.find("h", "/aaa/bbb/ccc").ix(), Some(0));
+        assert_eq!(r.find("h", "/aaa/bbbxyz").ix(), None);
     }
 
     #[test]
     fn root_prefix_matches_everything() {
         let (r, _) = router(&[(&[], &[prefix("/")])]);
-        assert_eq!(r.lookup("h", "/").ix(), Some(0));
-        assert_eq!(r.lookup("h", "/anything/at/all").ix(), Some(0));
+        assert_eq!(r.find("h", "/").ix(), Some(0));
+        assert_eq!(r.find("h", "/anything/at/all").ix(), Some(0));
     }
 
     #[test]
@@ -282,12 +472,12 @@ mod tests {
             (&[], &[prefix("/api/v2")]),
             (&[], &[exact("/api/v2/health")]),
         ]);
-        assert_eq!(r.lookup("h", "/x").ix(), Some(0));
-        assert_eq!(r.lookup("h", "/api/v1").ix(), Some(1));
-        assert_eq!(r.lookup("h", "/api/v2/users").ix(), Some(2));
-        assert_eq!(r.lookup("h", "/api/v2/health").ix(), Some(3));
+        assert_eq!(r.find("h", "/x").ix(), Some(0));
+        assert_eq!(r.find("h", "/api/v1").ix(), Some(1));
+        assert_eq!(r.find("h", "/api/v2/users").ix(), Some(2));
+        assert_eq!(r.find("h", "/api/v2/health").ix(), Some(3));
         assert_eq!(
-            r.lookup("h", "/api/v2/health/").ix(),
+            r.find("h", "/api/v2/health/").ix(),
             Some(2),
             "exact does not fold slashes"
         );
@@ -300,13 +490,13 @@ mod tests {
             (&["*.example.com"], &[prefix("/")]),
             (&[], &[prefix("/")]),
         ]);
-        assert_eq!(r.lookup("foo.example.com", "/a/b").ix(), Some(0));
+        assert_eq!(r.find("foo.example.com", "/a/b").ix(), Some(0));
         // falls through to the wildcard when the exact host has no matching path
-        assert_eq!(r.lookup("foo.example.com", "/b").ix(), Some(1));
-        assert_eq!(r.lookup("bar.example.com", "/").ix(), Some(1));
+        assert_eq!(r.find("foo.example.com", "/b").ix(), Some(1));
+        assert_eq!(r.find("bar.example.com", "/").ix(), Some(1));
         // a wildcard covers exactly one label
-        assert_eq!(r.lookup("a.b.example.com", "/").ix(), Some(2));
-        assert_eq!(r.lookup("example.com", "/").ix(), Some(2));
+        assert_eq!(r.find("a.b.example.com", "/").ix(), Some(2));
+        assert_eq!(r.find("example.com", "/").ix(), Some(2));
     }
 
     #[test]
@@ -315,7 +505,7 @@ mod tests {
             (&["a.com"], &[prefix("/x")]),
             (&["a.com"], &[prefix("/x/")]),
         ]);
-        assert_eq!(r.lookup("a.com", "/x").ix(), Some(0));
+        assert_eq!(r.find("a.com", "/x").ix(), Some(0));
         assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
@@ -326,19 +516,19 @@ mod tests {
             &[prefix("nope"), prefix("/y")],
         )]);
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert_eq!(r.lookup("ok.com", "/y").ix(), Some(0));
-        assert_eq!(r.lookup("ok.com", "/nope").ix(), None);
+        assert_eq!(r.find("ok.com", "/y").ix(), Some(0));
+        assert_eq!(r.find("ok.com", "/nope").ix(), None);
     }
 
     #[test]
     fn hosts_are_case_insensitive_and_ports_ignored() {
         let (r, _) = router(&[(&["Foo.Example.COM"], &[prefix("/")])]);
         assert_eq!(
-            r.lookup(&normalize_host("FOO.example.com:8080"), "/").ix(),
+            r.find(&normalize_host("FOO.example.com:8080"), "/").ix(),
             Some(0)
         );
         assert_eq!(
-            r.lookup(&normalize_host("foo.example.com."), "/").ix(),
+            r.find(&normalize_host("foo.example.com."), "/").ix(),
             Some(0)
         );
         assert_eq!(&*normalize_host("[::1]:80"), "[::1]");
@@ -351,15 +541,16 @@ mod tests {
 
 #[cfg(test)]
 mod match_len_tests {
+    use super::tests::keys;
     use super::*;
 
     #[test]
     fn reports_the_matched_length() {
         let mut b = Builder::default();
-        b.add(0, &[], &[PathMatch::Prefix("/api/".into())]);
-        b.add(1, &[], &[PathMatch::Exact("/x".into())]);
+        b.add(keys(0, &[], &[PathMatch::Prefix("/api/".into())]));
+        b.add(keys(1, &[], &[PathMatch::Exact("/x".into())]));
         let r = b.build();
-        assert_eq!(r.lookup("h", "/api/v1").map(|m| m.matched_len), Some(4));
-        assert_eq!(r.lookup("h", "/x").map(|m| m.matched_len), Some(2));
+        assert_eq!(r.find("h", "/api/v1").map(|m| m.matched_len), Some(4));
+        assert_eq!(r.find("h", "/x").map(|m| m.matched_len), Some(2));
     }
 }

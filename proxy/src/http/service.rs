@@ -1,19 +1,23 @@
-//! One request: load the table once, route, forward to a picked endpoint.
+//! One request: load the table once, select a route, act (forward to a picked
+//! endpoint, redirect, deny, respond), edit the response headers.
 
 use super::ProxyBody;
 use super::errors::ProxyError;
 use super::headers;
 use crate::compile::{
-    CompiledAction, CompiledBackend, CompiledRoute, HttpListener, ListenerKind, normalize_host,
+    CompiledAction, CompiledBackend, CompiledRewrite, CompiledRoute, FixedResponse, HttpListener,
+    ListenerKind, RedirectInput, RequestFacts, canonical_client, normalize_host, normalize_path,
 };
 use crate::server::Proxy;
-use crate::table::{EndpointAddress, PathRewrite};
+use crate::table::{EndpointAddress, Scheme};
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::Either;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use tracing::{debug, info, warn};
 
@@ -31,44 +35,118 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
         return ProxyError::ListenerGone.into_response();
     };
     let ListenerKind::Http(http) = &listener.kind;
+    let client = canonical_client(conn.peer.ip());
 
-    let host = request_host(&req);
-    let path = req.uri().path();
-    let matched = http.router.lookup(&normalize_host(host), path);
-    let (route, matched_len) = match (matched, &http.default_route) {
-        (Some(m), _) => (&http.routes[m.route], m.matched_len),
-        (None, Some(default)) => (default, 0),
-        (None, None) => {
-            info!(listener = %listener.name, host, path, status = 404, "no route");
-            return ProxyError::NoRoute.into_response();
-        }
+    let host = normalize_host(request_host(&req));
+    let path = normalize_path(req.uri().path());
+    let facts = RequestFacts {
+        host: &host,
+        path: &path,
+        query: req.uri().query(),
+        method: req.method(),
+        headers: req.headers(),
+        client,
     };
-    if !route.access.admits(conn.peer.ip()) {
-        info!(listener = %listener.name, route = %route.name, client = %conn.peer.ip(), status = 403, "client address not allowed");
-        return ProxyError::Forbidden.into_response();
+    let Some(selected) = http.select(&facts) else {
+        info!(listener = %listener.name, host = %host, path = %path, status = 404, "no route");
+        return error_response(http, ProxyError::NoRoute);
+    };
+    let route = selected.route;
+    if !route.access.admits(client) {
+        info!(listener = %listener.name, route = %route.name, %client, status = 403, "client address not allowed");
+        return with_route_headers(route, error_response(http, ProxyError::Forbidden));
     }
-    match &route.action {
+    let response = match &route.action {
         CompiledAction::Forward(ix) => {
-            let backend = &table.backends[*ix];
+            // The routed path goes upstream only when normalising changed it.
+            let normalized = match path {
+                Cow::Owned(p) => Some(p),
+                Cow::Borrowed(_) => None,
+            };
             let target = Target {
                 listener_name: &listener.name,
                 listener: http,
                 route,
-                matched_len,
-                backend,
+                matched_len: selected.matched_len,
+                normalized_path: normalized.as_deref(),
+                backend: &table.backends[*ix],
             };
             forward(target, req, conn).await
         }
         CompiledAction::MissingBackend(id) => {
             let err = ProxyError::MissingBackend(id.clone());
             warn!(listener = %listener.name, route = %route.name, status = 503, "{err}");
-            err.into_response()
+            error_response(http, err)
         }
+        CompiledAction::Redirect(redirect) => {
+            let input = RedirectInput {
+                scheme: Scheme::Http,
+                host: request_host(&req),
+                path: &path,
+                matched_len: selected.matched_len,
+                query: req.uri().query(),
+            };
+            match redirect
+                .location(&input)
+                .and_then(|l| HeaderValue::from_str(&l).ok())
+            {
+                Some(location) => {
+                    debug!(listener = %listener.name, route = %route.name, status = redirect.code.as_u16(), location = ?location, "redirect");
+                    let mut r = text_response(redirect.code, Bytes::new());
+                    r.headers_mut().insert(header::LOCATION, location);
+                    r
+                }
+                None => {
+                    info!(listener = %listener.name, route = %route.name, status = 400, "redirect needs the request's host, and there is none");
+                    text_response(
+                        StatusCode::BAD_REQUEST,
+                        Bytes::from_static(b"400 Bad Request: missing Host header\n"),
+                    )
+                }
+            }
+        }
+        CompiledAction::Deny(fixed) => {
+            info!(listener = %listener.name, route = %route.name, %client, status = fixed.status.as_u16(), "denied");
+            fixed_response(fixed)
+        }
+        CompiledAction::Respond(fixed) => fixed_response(fixed),
+    };
+    with_route_headers(route, response)
+}
+
+fn with_route_headers(
+    route: &CompiledRoute,
+    mut response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    route.response_headers.apply(response.headers_mut());
+    response
+}
+
+/// A proxy-generated error: the listener's page for the status, else our text.
+fn error_response(listener: &HttpListener, err: ProxyError) -> Response<ProxyBody> {
+    match listener.error_pages.get(&err.status().as_u16()) {
+        Some(page) => fixed_response(page),
+        None => err.into_response(),
     }
 }
 
+fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(fixed.body.clone())));
+    *response.status_mut() = fixed.status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, fixed.content_type.clone());
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn text_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(body)));
+    *response.status_mut() = status;
+    response
+}
+
 /// HTTP/1 carries the host in `Host`; HTTP/2 in `:authority` (the URI).
-fn request_host(req: &Request<Incoming>) -> &str {
+fn request_host<B>(req: &Request<B>) -> &str {
     req.headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -83,39 +161,36 @@ struct Target<'a> {
     route: &'a CompiledRoute,
     /// Bytes of the path the route matched, replaced by a prefix rewrite.
     matched_len: usize,
+    /// The normalised path, when it differs from the client's.
+    normalized_path: Option<&'a str>,
     backend: &'a CompiledBackend,
 }
 
-/// The upstream path and query: the client's, or rewritten by the route.
+/// The upstream path and query: the client's, normalised and rewritten by the route.
 fn upstream_path_and_query(
     uri: &Uri,
-    rewrite: Option<&PathRewrite>,
+    normalized: Option<&str>,
+    rewrite: Option<&CompiledRewrite>,
     matched_len: usize,
 ) -> Result<PathAndQuery, http::Error> {
-    let Some(PathRewrite::ReplacePrefix(to)) = rewrite else {
+    if normalized.is_none() && rewrite.is_none() {
         return Ok(uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")));
+    }
+    let path = normalized.unwrap_or(uri.path());
+    let path = match rewrite {
+        Some(rw) => rw.apply(path, matched_len),
+        None => Cow::Borrowed(path),
     };
-    let path = uri.path();
-    let rest = path.get(matched_len..).unwrap_or_default();
-    let mut new_path = String::with_capacity(to.len() + rest.len() + 1);
-    new_path.push_str(to);
-    if new_path.ends_with('/') && rest.starts_with('/') {
-        new_path.pop();
-    } else if !new_path.ends_with('/') && !rest.is_empty() && !rest.starts_with('/') {
-        new_path.push('/');
-    }
-    new_path.push_str(rest);
-    if new_path.is_empty() {
-        new_path.push('/');
-    }
+    let mut out = path.into_owned();
     if let Some(query) = uri.query() {
-        new_path.push('?');
-        new_path.push_str(query);
+        // A regex rewrite may have added a query of its own.
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(query);
     }
-    Ok(PathAndQuery::try_from(new_path)?)
+    Ok(PathAndQuery::try_from(out)?)
 }
 
 async fn forward(
@@ -128,12 +203,13 @@ async fn forward(
         listener,
         route,
         matched_len,
+        normalized_path,
         backend,
     } = target;
     let Some(ep_ix) = backend.balancer.pick() else {
         let err = ProxyError::NoEndpoint;
         warn!(listener = listener_name, route = %route.name, backend = %backend.id, status = 503, "{err}");
-        return err.into_response();
+        return error_response(listener, err);
     };
     let endpoint = &backend.endpoints[ep_ix];
 
@@ -163,22 +239,29 @@ async fn forward(
         "http",
         host.as_ref(),
     );
+    // The route's edits come last, so they can override anything above.
+    route.request_headers.apply(&mut parts.headers);
 
-    let uri =
-        upstream_path_and_query(&parts.uri, route.rewrite.as_ref(), matched_len).and_then(|pq| {
-            Uri::builder()
-                .scheme("http")
-                .authority(endpoint.authority.clone())
-                .path_and_query(pq)
-                .build()
-        });
+    let uri = upstream_path_and_query(
+        &parts.uri,
+        normalized_path,
+        route.rewrite.as_ref(),
+        matched_len,
+    )
+    .and_then(|pq| {
+        Uri::builder()
+            .scheme("http")
+            .authority(endpoint.authority.clone())
+            .path_and_query(pq)
+            .build()
+    });
     parts.uri = match uri {
         Ok(u) => u,
         Err(e) => {
             // Only a rewrite can produce an invalid path; the client's was parsed already.
             let err = ProxyError::Upstream(format!("cannot build the upstream URI: {e}"));
             warn!(listener = listener_name, route = %route.name, status = 502, "{err}");
-            return err.into_response();
+            return error_response(listener, err);
         }
     };
     parts.version = Version::HTTP_11;
@@ -193,13 +276,13 @@ async fn forward(
             let err = ProxyError::from_client(&e);
             warn!(listener = listener_name, route = %route.name, backend = %backend.id,
                   endpoint = %endpoint.address, status = err.status().as_u16(), "{err}");
-            return err.into_response();
+            return error_response(listener, err);
         }
         Err(_) => {
             let err = ProxyError::ResponseTimeout(timeout);
             warn!(listener = listener_name, route = %route.name, backend = %backend.id,
                   endpoint = %endpoint.address, status = 504, "{err}");
-            return err.into_response();
+            return error_response(listener, err);
         }
     };
 
@@ -219,7 +302,7 @@ async fn forward(
                 );
                 warn!(listener = listener_name, route = %route.name, backend = %backend.id,
                       endpoint = %endpoint.address, status = 502, "{err}");
-                return err.into_response();
+                return error_response(listener, err);
             }
         }
     }
@@ -248,31 +331,43 @@ async fn tunnel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::PathRewrite;
 
-    fn rewrite(uri: &str, to: &str, matched_len: usize) -> String {
+    fn upstream(uri: &str, rewrite: Option<PathRewrite>, matched_len: usize) -> String {
         let uri: Uri = uri.parse().unwrap();
-        let rw = PathRewrite::ReplacePrefix(to.into());
-        upstream_path_and_query(&uri, Some(&rw), matched_len)
+        let normalized = normalize_path(uri.path());
+        let normalized = match &normalized {
+            Cow::Owned(p) => Some(p.as_str()),
+            Cow::Borrowed(_) => None,
+        };
+        let rw = rewrite.map(|r| CompiledRewrite::new(&r).unwrap());
+        upstream_path_and_query(&uri, normalized, rw.as_ref(), matched_len)
             .unwrap()
             .to_string()
     }
 
     #[test]
     fn prefix_rewrite_keeps_the_rest_and_the_query() {
-        assert_eq!(rewrite("/api/users?x=1", "/v2", 4), "/v2/users?x=1");
-        assert_eq!(rewrite("/api/users", "/", 4), "/users");
-        assert_eq!(rewrite("/api", "/", 4), "/");
-        assert_eq!(rewrite("/api/", "/v2/", 4), "/v2/");
-        assert_eq!(rewrite("/anything", "/root", 0), "/root/anything");
-        assert_eq!(rewrite("/exact", "/other", 6), "/other");
+        let to = |p: &str| Some(PathRewrite::ReplacePrefix(p.into()));
+        assert_eq!(upstream("/api/users?x=1", to("/v2"), 4), "/v2/users?x=1");
+        assert_eq!(upstream("/api/users", to("/"), 4), "/users");
+        assert_eq!(upstream("/api", to("/"), 4), "/");
+        assert_eq!(upstream("/api/", to("/v2/"), 4), "/v2/");
+        assert_eq!(upstream("/anything", to("/root"), 0), "/root/anything");
+        assert_eq!(upstream("/exact", to("/other"), 6), "/other");
     }
 
     #[test]
-    fn no_rewrite_forwards_the_path_unchanged() {
-        let uri: Uri = "/a/b?c".parse().unwrap();
-        assert_eq!(
-            upstream_path_and_query(&uri, None, 2).unwrap().as_str(),
-            "/a/b?c"
-        );
+    fn the_backend_gets_the_normalised_path_it_was_routed_by() {
+        assert_eq!(upstream("/a/b?c", None, 0), "/a/b?c");
+        assert_eq!(upstream("/x/../%61dmin?q", None, 0), "/admin?q");
+    }
+
+    #[test]
+    fn a_regex_rewrite_that_adds_a_query_keeps_the_client_query() {
+        let rw: PathRewrite =
+            serde_saphyr::from_str("regex: {pattern: '^/u/([0-9]+)$', replace: '/user?id=$1'}")
+                .unwrap();
+        assert_eq!(upstream("/u/7?lang=en", Some(rw), 0), "/user?id=7&lang=en");
     }
 }

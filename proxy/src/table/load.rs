@@ -21,6 +21,19 @@ pub enum LoadError {
     },
     #[error("{origin}: {message}")]
     Unlocated { origin: String, message: String },
+    /// Well-formed, but inconsistent (see `check`); every problem is listed.
+    #[error("{origin}: {}{}", errors[0], more(errors.len()))]
+    Invalid {
+        origin: String,
+        errors: Vec<super::TableError>,
+    },
+}
+
+fn more(count: usize) -> String {
+    match count {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    }
 }
 
 pub fn from_yaml_file(path: &Path) -> Result<RoutingTable, LoadError> {
@@ -32,14 +45,17 @@ pub fn from_yaml_file(path: &Path) -> Result<RoutingTable, LoadError> {
 }
 
 /// Parses bytes already read from `path` (so a caller can compare what it parsed
-/// with what the file holds later).
+/// with what the file holds later). A table file is held to [`super::check`]: an
+/// operator gets every inconsistency at once instead of a degraded proxy.
 pub fn from_yaml_bytes(bytes: &[u8], path: &Path) -> Result<RoutingTable, LoadError> {
     let origin = path.display().to_string();
     let text = std::str::from_utf8(bytes).map_err(|e| LoadError::Unlocated {
         origin: origin.clone(),
         message: format!("not UTF-8: {e}"),
     })?;
-    parse(text, &origin)
+    let table = parse(text, &origin)?;
+    super::check(&table).map_err(|errors| LoadError::Invalid { origin, errors })?;
+    Ok(table)
 }
 
 pub fn from_yaml_str(text: &str) -> Result<RoutingTable, LoadError> {

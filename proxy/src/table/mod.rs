@@ -5,11 +5,26 @@
 //! tagged (`http: {...}`, `prefix: /api`) so that new listener protocols, matchers,
 //! actions and algorithms are new variants, not new flags.
 
+mod actions;
 mod address;
+pub(crate) mod check;
 mod duration;
 mod load;
+mod matchers;
+mod pattern;
 mod secret;
 pub mod validate;
+
+pub use actions::{
+    Action, Deny, ErrorPage, ErrorStatus, FixedBody, HeaderEdits, HeaderValueText, MAX_FIXED_BODY,
+    PathRewrite, QueryHandling, Redirect, RedirectCode, RegexRewrite, Respond, ResponseStatus,
+    Scheme, parse_prefix, text_html, text_plain,
+};
+pub use check::{TableError, check};
+pub use matchers::{
+    Condition, HeaderMatch, HeaderNameText, MethodName, PathMatch, QueryMatch, ValueTest,
+};
+pub use pattern::{MatchPattern, Pattern, SearchPattern};
 
 pub use address::EndpointAddress;
 pub use duration::Duration;
@@ -94,6 +109,10 @@ pub struct HttpListener {
     pub forwarded: ForwardedHeaders,
     #[serde(default)]
     pub timeouts: ListenerTimeouts,
+    /// Pages served instead of the proxy's own text for errors it generates
+    /// (404 no route, 403, 502, 503, 504, and `deny` without a body).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub error_pages: BTreeMap<ErrorStatus, ErrorPage>,
 }
 
 /// How `X-Forwarded-For`, `-Proto` and `-Host` are produced.
@@ -131,6 +150,8 @@ impl Default for ListenerTimeouts {
     }
 }
 
+/// A rule of an HTTP listener. Which route answers a request: see `compile::router`
+/// (priority first, then host specificity, then path kind and length, then order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -143,11 +164,25 @@ pub struct Route {
     /// Any of these paths. Empty: every path (`prefix: /`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathMatch>,
+    /// Further conditions, all of which must hold; when one does not, the request
+    /// goes on to the next candidate route.
+    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Routes with a higher priority are tried first, across all hosts. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
     pub action: Action,
     /// Rewrites the path before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<PathRewrite>,
-    /// Client addresses admitted (absent: everyone; empty: nobody). Others get 403.
+    /// Edits of the request headers before forwarding.
+    #[serde(default, skip_serializing_if = "HeaderEdits::is_empty")]
+    pub request_headers: HeaderEdits,
+    /// Edits of the response headers, for every response of this route.
+    #[serde(default, skip_serializing_if = "HeaderEdits::is_empty")]
+    pub response_headers: HeaderEdits,
+    /// Client addresses admitted (absent: everyone; empty: nobody). Others get 403,
+    /// without trying other routes (the Ingress allow-list semantics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_sources: Option<Vec<IpNet>>,
     /// Client addresses refused with 403, checked before `allow_sources`.
@@ -159,47 +194,34 @@ pub struct Route {
     pub https_redirect: bool,
 }
 
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
 impl Route {
     /// A route that forwards everything to `backend`; set hosts, paths and the
     /// rest with struct update syntax.
     pub fn forward(name: impl Into<String>, backend: impl Into<BackendId>) -> Self {
+        Self::new(name, Action::Forward(backend.into()))
+    }
+
+    pub fn new(name: impl Into<String>, action: Action) -> Self {
         Self {
             name: name.into(),
             source: None,
             hosts: Vec::new(),
             paths: Vec::new(),
-            action: Action::Forward(backend.into()),
+            conditions: Vec::new(),
+            priority: 0,
+            action,
             rewrite: None,
+            request_headers: HeaderEdits::default(),
+            response_headers: HeaderEdits::default(),
             allow_sources: None,
             deny_sources: Vec::new(),
             https_redirect: false,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PathRewrite {
-    /// Replaces the part of the path the route matched (the whole path for Exact,
-    /// the prefix for Prefix) with this, keeping the rest and the query.
-    ReplacePrefix(String),
-}
-
-/// Path matchers with Kubernetes Ingress semantics.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PathMatch {
-    /// The path equals this string (case-sensitive, no trailing-slash folding).
-    Exact(String),
-    /// Element-wise prefix: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`.
-    Prefix(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Proxy the request to a backend.
-    Forward(BackendId),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

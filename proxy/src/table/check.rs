@@ -1,0 +1,153 @@
+//! Whole-table consistency rules that a single field cannot check while being read:
+//! a route naming a backend that does not exist, a redirect built in code with a
+//! contradictory combination. A table file breaking them is refused (`check` fails,
+//! a reload keeps the last good table); the compiler still degrades such a route
+//! alone for tables that reach it by other ways.
+
+use super::{Action, Condition, HttpListener, Listener, PathMatch, PathRewrite, RoutingTable};
+
+/// One problem, located by field path (`listeners[0].http.routes[2].action.forward`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct TableError {
+    pub path: String,
+    pub message: String,
+}
+
+/// All problems of `table`, in document order.
+pub fn check(table: &RoutingTable) -> Result<(), Vec<TableError>> {
+    let mut errors = Vec::new();
+    for (li, listener) in table.listeners.iter().enumerate() {
+        match listener {
+            Listener::Http(http) => {
+                check_http(table, http, &format!("listeners[{li}].http"), &mut errors)
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn check_http(table: &RoutingTable, http: &HttpListener, at: &str, errors: &mut Vec<TableError>) {
+    let mut push = |path: String, message: String| errors.push(TableError { path, message });
+    if let Some(id) = &http.default_backend
+        && !table.backends.contains_key(id)
+    {
+        push(
+            format!("{at}.default_backend"),
+            format!("backend `{id}` is not defined"),
+        );
+    }
+    for (ri, route) in http.routes.iter().enumerate() {
+        let at = format!("{at}.routes[{ri}]");
+        match &route.action {
+            Action::Forward(id) if !table.backends.contains_key(id) => push(
+                format!("{at}.action.forward"),
+                format!("route `{}`: backend `{id}` is not defined", route.name),
+            ),
+            Action::Redirect(r) => {
+                if let Err(e) = r.validate() {
+                    push(format!("{at}.action.redirect"), e);
+                }
+            }
+            _ => {}
+        }
+        for (hi, host) in route.hosts.iter().enumerate() {
+            if let Err(e) = super::validate_host(&host.to_ascii_lowercase()) {
+                push(format!("{at}.hosts[{hi}]"), e);
+            }
+        }
+        for (pi, path) in route.paths.iter().enumerate() {
+            if let Err(e) = check_path(path) {
+                push(format!("{at}.paths[{pi}]"), e);
+            }
+        }
+        for (ci, condition) in route.conditions.iter().enumerate() {
+            check_condition(condition, &format!("{at}.match[{ci}]"), &mut push);
+        }
+        if let Some(PathRewrite::ReplacePrefix(to)) = &route.rewrite
+            && !to.starts_with('/')
+        {
+            push(
+                format!("{at}.rewrite.replace_prefix"),
+                format!("{to:?} must start with `/`"),
+            );
+        }
+    }
+}
+
+fn check_condition(condition: &Condition, at: &str, push: &mut impl FnMut(String, String)) {
+    match condition {
+        Condition::Host(hosts) => {
+            for (hi, host) in hosts.iter().enumerate() {
+                if let Err(e) = super::validate_host(&host.to_ascii_lowercase()) {
+                    push(format!("{at}.host[{hi}]"), e);
+                }
+            }
+        }
+        Condition::Path(paths) => {
+            for (pi, path) in paths.iter().enumerate() {
+                if let Err(e) = check_path(path) {
+                    push(format!("{at}.path[{pi}]"), e);
+                }
+            }
+        }
+        Condition::Method(methods) if methods.is_empty() => {
+            push(format!("{at}.method"), "the list is empty".into());
+        }
+        Condition::Not(inner) => check_condition(inner, &format!("{at}.not"), push),
+        _ => {}
+    }
+}
+
+/// Ingress-style paths must be absolute; string matchers may be any text (a
+/// suffix such as `.jpg` is not a path).
+pub(crate) fn check_path(path: &PathMatch) -> Result<(), String> {
+    match path {
+        PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::BeginsWith(p)
+            if !p.starts_with('/') =>
+        {
+            Err(format!("path {p:?} must start with `/`"))
+        }
+        PathMatch::EndsWith(s) if s.is_empty() => Err("the suffix is empty".into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::from_yaml_str;
+
+    #[test]
+    fn errors_name_the_field_and_the_route() {
+        let table = from_yaml_str(
+            "
+listeners:
+  - http:
+      name: web
+      bind: 127.0.0.1:1
+      default_backend: gone
+      routes:
+        - {name: ok, action: {forward: app}}
+        - {name: dangling, paths: [{begins_with: nope}], action: {forward: nope}}
+backends:
+  app: {}
+",
+        )
+        .unwrap();
+        let errors = check(&table).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "listeners[0].http.default_backend: backend `gone` is not defined",
+                "listeners[0].http.routes[1].action.forward: route `dangling`: backend `nope` is not defined",
+                "listeners[0].http.routes[1].paths[0]: path \"nope\" must start with `/`",
+            ]
+        );
+    }
+}
