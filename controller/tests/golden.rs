@@ -6,11 +6,14 @@
 //! per-Ingress statuses). Regenerate with `SLUICE_BLESS=1 cargo test -p
 //! sluice-controller --test golden` and review the diff.
 //!
-//! The table is also compiled by the proxy. Its warnings, if any, follow as
-//! `proxy_warnings:`. An optional `kind: Requests` document lists requests as
-//! `[CLIENT-IP ]HOST/PATH` (client 203.0.113.7 unless given); each is looked up
-//! in the compiled table, as the proxy would, and printed under `requests:` with
-//! the route and backend it reaches (or 403, 404, 503).
+//! Every table must pass the proxy's file check (`table::check`, and a YAML round
+//! trip through the proxy's loader): the controller never emits a table that the
+//! standalone proxy would refuse. The table is also compiled by the proxy. Its
+//! warnings, if any, follow as `proxy_warnings:`. An optional `kind: Requests`
+//! document lists requests as `[CLIENT-IP ]HOST/PATH[?QUERY]` (client 203.0.113.7
+//! unless given); each is looked up in the compiled table, as the proxy would, and
+//! printed under `requests:` with the route and what it does: the backend (or 403,
+//! 404, 503), or a redirect's status and `Location`.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -23,9 +26,10 @@ use sluice_controller::snapshot::{ObjectKey, Snapshot, key_of};
 use sluice_controller::sources::to_v1;
 use sluice_controller::translate::{Options, translate};
 use sluice_proxy::compile::{
-    CompiledAction, CompiledTable, ListenerKind, RequestFacts, canonical_client, normalize_host,
-    normalize_path,
+    CompiledAction, CompiledTable, ListenerKind, RedirectInput, RequestFacts, canonical_client,
+    normalize_host, normalize_path,
 };
+use sluice_proxy::table::{self, RoutingTable, Scheme};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,24 +143,32 @@ fn route_requests(table: &CompiledTable, requests: &[String]) -> Vec<String> {
                 Some((ip, target)) => (ip.parse::<IpAddr>().unwrap(), target),
                 None => (IpAddr::from([203, 0, 113, 7]), request.as_str()),
             };
-            let (host, path) = target
+            let (raw_host, path) = target
                 .find('/')
                 .map_or((target, "/"), |at| target.split_at(at));
-            let host = normalize_host(host);
+            let (path, query) = match path.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (path, None),
+            };
+            let host = normalize_host(raw_host);
             let path = normalize_path(path);
             let headers = http::HeaderMap::new();
             let facts = RequestFacts {
                 host: &host,
                 path: &path,
-                query: None,
+                query,
                 method: &http::Method::GET,
                 headers: &headers,
                 client: canonical_client(client),
             };
-            let (route, name) = match http.select(&facts) {
-                Some(s) if s.is_default => (s.route, "(default backend)"),
-                Some(s) => (s.route, &*s.route.name),
-                None => return format!("{request} → 404"),
+            let Some(selected) = http.select(&facts) else {
+                return format!("{request} → 404");
+            };
+            let route = selected.route;
+            let name = if selected.is_default {
+                "(default backend)"
+            } else {
+                &route.name
             };
             let outcome = if !route.access.admits(client) {
                 "403".to_owned()
@@ -171,12 +183,42 @@ fn route_requests(table: &CompiledTable, requests: &[String]) -> Vec<String> {
                         }
                     }
                     CompiledAction::MissingBackend(id) => format!("503 (no backend {id})"),
+                    CompiledAction::Redirect(r) => {
+                        let input = RedirectInput {
+                            scheme: Scheme::Http,
+                            host: raw_host,
+                            path: &path,
+                            matched_len: selected.matched_len,
+                            query,
+                        };
+                        match r.location(&input) {
+                            Some(location) => format!("{} Location: {location}", r.code.as_u16()),
+                            None => "400 (the redirect needs a host)".to_owned(),
+                        }
+                    }
                     other => other.describe(),
                 }
             };
             format!("{request} → {name} → {outcome}")
         })
         .collect()
+}
+
+/// What the standalone proxy requires of a table file: the whole-table check, and
+/// that the table survives being written and read back (each field's own rules).
+fn file_check(table: &RoutingTable) -> Result<(), String> {
+    table::check(table).map_err(|errors| {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        errors.join("; ")
+    })?;
+    let yaml = table::to_yaml(table);
+    let reread = table::from_yaml_bytes(yaml.as_bytes(), Path::new("<translated>"))
+        .map_err(|e| e.to_string())?;
+    // Certificates are left out: private keys are written redacted, by design.
+    if reread.listeners != table.listeners || reread.backends != table.backends {
+        return Err("the table reads back differently from YAML".into());
+    }
+    Ok(())
 }
 
 /// What the golden file shows after the translation.
@@ -207,6 +249,12 @@ fn golden_translations() {
         let case = load(input);
         let translation = translate(&case.snapshot, &case.options);
         let mut rendered = serde_saphyr::to_string(&translation).unwrap();
+        if let Err(problem) = file_check(&translation.table) {
+            failures.push(format!(
+                "{}: the proxy's file check refuses the table: {problem}",
+                input.display()
+            ));
+        }
         // The proxy must accept every translated table.
         match sluice_proxy::compile::compile(translation.table.clone(), &Default::default()) {
             Ok(compiled) => {

@@ -2,11 +2,20 @@
 //! typed option. Unknown keys and invalid values are warnings and are ignored,
 //! except an unusable `allow-cidrs`, which fails closed (nobody is allowed).
 
+mod headers;
+mod redirect;
+
+pub use redirect::IngressRedirect;
+
 use ipnet::IpNet;
-use sluice_proxy::table::{BackendProtocol, Duration};
+use sluice_proxy::table::{BackendProtocol, Duration, HeaderEdits};
 use std::collections::BTreeMap;
 
 pub const PREFIX: &str = "sluice.dev/";
+const REWRITE_TARGET: &str = "sluice.dev/rewrite-target";
+const REQUEST_HEADERS: &str = "sluice.dev/request-headers";
+const RESPONSE_HEADERS: &str = "sluice.dev/response-headers";
+const HIDE_RESPONSE_HEADERS: &str = "sluice.dev/hide-response-headers";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngressAnnotations {
@@ -19,6 +28,12 @@ pub struct IngressAnnotations {
     /// `Some(empty)` admits nobody.
     pub allow_cidrs: Option<Vec<IpNet>>,
     pub deny_cidrs: Vec<IpNet>,
+    /// Every route answers with this redirect instead of forwarding.
+    pub redirect: Option<IngressRedirect>,
+    /// `set` edits (`request-headers`).
+    pub request_headers: HeaderEdits,
+    /// `remove` (`hide-response-headers`) and `set` (`response-headers`) edits.
+    pub response_headers: HeaderEdits,
 }
 
 impl IngressAnnotations {
@@ -34,6 +49,28 @@ impl IngressAnnotations {
     pub fn restricts_sources(&self) -> bool {
         self.allow_cidrs.is_some() || !self.deny_cidrs.is_empty()
     }
+
+    /// The annotations given that shape routes only, so not the listener-wide
+    /// default backend (which has no rewrite, edits or redirect of its own).
+    pub fn route_only(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.rewrite_target.is_some() {
+            given.push(REWRITE_TARGET);
+        }
+        if let Some(redirect) = &self.redirect {
+            given.push(redirect.annotation);
+        }
+        if !self.request_headers.set.is_empty() {
+            given.push(REQUEST_HEADERS);
+        }
+        if !self.response_headers.set.is_empty() {
+            given.push(RESPONSE_HEADERS);
+        }
+        if !self.response_headers.remove.is_empty() {
+            given.push(HIDE_RESPONSE_HEADERS);
+        }
+        given
+    }
 }
 
 pub fn parse(
@@ -44,11 +81,15 @@ pub fn parse(
     let Some(annotations) = annotations else {
         return out;
     };
-    for (key, value) in annotations {
+    let mut redirects = redirect::RedirectAnnotations::default();
+    for (key, raw) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else {
             continue;
         };
-        let value = value.trim();
+        let value = raw.trim();
+        if redirects.take(name, value) {
+            continue;
+        }
         let result = match name {
             "rewrite-target" => parse_path(value).map(|v| out.rewrite_target = Some(v)),
             "ssl-redirect" => parse_bool(value).map(|v| {
@@ -77,10 +118,44 @@ pub fn parse(
                 out.deny_cidrs = parse_cidrs(key, value, warnings);
                 Ok(())
             }
+            // Untrimmed, so that warnings count lines as the author wrote them.
+            "request-headers" => {
+                out.request_headers.set =
+                    headers::parse_set(key, raw, warnings).unwrap_or_default();
+                Ok(())
+            }
+            "response-headers" => {
+                out.response_headers.set =
+                    headers::parse_set(key, raw, warnings).unwrap_or_default();
+                Ok(())
+            }
+            "hide-response-headers" => {
+                out.response_headers.remove =
+                    headers::parse_names(key, value, warnings).unwrap_or_default();
+                Ok(())
+            }
             _ => Err("unknown annotation; ignored".to_owned()),
         };
         if let Err(problem) = result {
             warnings.push(format!("annotation {key}={value:?}: {problem}"));
+        }
+    }
+    out.redirect = redirects.resolve(warnings);
+    if let Some(redirect) = &out.redirect {
+        // Nothing is forwarded from a redirecting route. Backend options stay: they
+        // still apply to the Ingress's defaultBackend, if it has one.
+        let unused = [
+            (REWRITE_TARGET, out.rewrite_target.take().is_some()),
+            (
+                REQUEST_HEADERS,
+                !std::mem::take(&mut out.request_headers).is_empty(),
+            ),
+        ];
+        for (annotation, _) in unused.into_iter().filter(|u| u.1) {
+            warnings.push(format!(
+                "annotation {annotation}: has no effect, since {} redirects every request; ignored",
+                redirect.annotation
+            ));
         }
     }
     out
@@ -199,5 +274,80 @@ mod tests {
         let (a, w) = parse_map(&[("sluice.dev/allow-cidrs", "nope, 300.1.1.1")]);
         assert_eq!(a.allow_cidrs, Some(vec![]));
         assert_eq!(w.len(), 3, "{w:?}");
+    }
+
+    #[test]
+    fn header_annotations_become_edits() {
+        let (a, w) = parse_map(&[
+            (
+                "sluice.dev/response-headers",
+                "X-Frame-Options: DENY\nCache-Control: no-store\n",
+            ),
+            ("sluice.dev/hide-response-headers", "Server, X-Powered-By"),
+            ("sluice.dev/request-headers", "X-From: sluice"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        let names = |edits: &HeaderEdits| -> Vec<String> {
+            edits
+                .set
+                .keys()
+                .chain(&edits.remove)
+                .map(|n| n.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(&a.response_headers),
+            ["cache-control", "x-frame-options", "server", "x-powered-by"]
+        );
+        assert_eq!(names(&a.request_headers), ["x-from"]);
+        assert_eq!(
+            a.route_only(),
+            [REQUEST_HEADERS, RESPONSE_HEADERS, HIDE_RESPONSE_HEADERS]
+        );
+    }
+
+    #[test]
+    fn header_lines_are_counted_as_written() {
+        // The loop trims values; header warnings count lines in the raw value.
+        let (a, w) = parse_map(&[("sluice.dev/request-headers", "\nX-Ok: 1\nbad\n")]);
+        assert!(a.request_headers.is_empty());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("line 3 \"bad\""), "{w:?}");
+    }
+
+    #[test]
+    fn a_redirect_drops_what_only_forwarding_uses() {
+        let (a, w) = parse_map(&[
+            ("sluice.dev/permanent-redirect", "https://new.example.com/"),
+            ("sluice.dev/rewrite-target", "/v2"),
+            ("sluice.dev/request-headers", "X-A: 1"),
+            ("sluice.dev/response-headers", "X-B: 2"),
+            ("sluice.dev/timeout-server", "5s"),
+        ]);
+        let redirect = a.redirect.as_ref().map(|r| &r.redirect);
+        assert_eq!(redirect.map(|r| r.code.get()), Some(301));
+        assert_eq!(a.rewrite_target, None);
+        assert!(a.request_headers.is_empty());
+        assert_eq!(
+            a.response_headers.set.len(),
+            1,
+            "kept: redirects have responses"
+        );
+        assert_eq!(
+            a.timeout_server,
+            Some(Duration::from_secs(5)),
+            "kept for a defaultBackend"
+        );
+        assert_eq!(
+            w,
+            [
+                "annotation sluice.dev/rewrite-target: has no effect, since sluice.dev/permanent-redirect redirects every request; ignored",
+                "annotation sluice.dev/request-headers: has no effect, since sluice.dev/permanent-redirect redirects every request; ignored",
+            ]
+        );
+        assert_eq!(
+            a.route_only(),
+            ["sluice.dev/permanent-redirect", RESPONSE_HEADERS]
+        );
     }
 }

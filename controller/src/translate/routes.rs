@@ -105,10 +105,10 @@ impl<'a> Builder<'a> {
                         At::DefaultBackend,
                         &mut warnings,
                     ) {
-                        if options.rewrite_target.is_some() {
-                            warnings.push(
-                                "annotation sluice.dev/rewrite-target does not apply to the defaultBackend".into(),
-                            );
+                        for annotation in options.route_only() {
+                            warnings.push(format!(
+                                "annotation {annotation} does not apply to the defaultBackend"
+                            ));
                         }
                         self.default_backend = Some((key, id));
                         served = true;
@@ -160,16 +160,22 @@ impl<'a> Builder<'a> {
                     }
                     Entry::Vacant(claim) => claim,
                 };
-                let Some(backend) = backend(
-                    &mut self.resolver,
-                    &mut memo,
-                    key,
-                    &path.backend,
-                    &options,
-                    at,
-                    &mut warnings,
-                ) else {
-                    continue;
+                // A redirecting route uses no backend, so its Service is not
+                // resolved (and a missing one is not worth a warning).
+                let action = match &options.redirect {
+                    Some(r) => Action::Redirect(r.redirect.clone()),
+                    None => match backend(
+                        &mut self.resolver,
+                        &mut memo,
+                        key,
+                        &path.backend,
+                        &options,
+                        at,
+                        &mut warnings,
+                    ) {
+                        Some(id) => Action::Forward(id),
+                        None => continue,
+                    },
                 };
                 claim.insert(key);
                 let matcher = if exact {
@@ -183,7 +189,7 @@ impl<'a> Builder<'a> {
                     j,
                     &host,
                     matcher,
-                    backend,
+                    action,
                     &options,
                 ));
                 served = true;
@@ -301,7 +307,7 @@ fn route(
     j: usize,
     host: &str,
     matcher: PathMatch,
-    backend: BackendId,
+    action: Action,
     options: &IngressAnnotations,
 ) -> Route {
     Route {
@@ -324,9 +330,9 @@ fn route(
         paths: vec![matcher],
         conditions: Vec::new(),
         priority: 0,
-        action: Action::Forward(backend),
-        request_headers: Default::default(),
-        response_headers: Default::default(),
+        action,
+        request_headers: options.request_headers.clone(),
+        response_headers: options.response_headers.clone(),
         rewrite: options
             .rewrite_target
             .clone()
