@@ -1,5 +1,6 @@
 //! The admin listener: liveness, readiness and the live table, on its own address.
 
+use crate::compile::explain::{Probe, explain};
 use crate::server::Proxy;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -77,9 +78,26 @@ fn route(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 ),
             }
         }
+        "/debug/route" => {
+            let probe = match Probe::from_query(req.uri().query().unwrap_or_default()) {
+                Ok(p) => p,
+                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            };
+            let table = proxy.table();
+            match explain(&table, &probe) {
+                Ok(explanation) => match serde_json::to_vec_pretty(&explanation) {
+                    Ok(body) => json(body),
+                    Err(e) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("cannot render: {e}\n"),
+                    ),
+                },
+                Err(e) => text(StatusCode::NOT_FOUND, &format!("{e}\n")),
+            }
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            "try /healthz, /readyz, /debug/table, /debug/warnings\n",
+            "try /healthz, /readyz, /debug/table, /debug/warnings, /debug/route?host=H&path=P\n",
         ),
     }
 }

@@ -39,6 +39,31 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show which route a request would get from a table file, and why.
+    Route {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The request's Host (a port is ignored, as when serving).
+        #[arg(long)]
+        host: String,
+        /// The path, optionally with `?query`.
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// A request header, `Name: value`; repeat for more.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The client address.
+        #[arg(long, default_value = "127.0.0.1")]
+        src: String,
+        /// The listener, by name (default: the first HTTP listener).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Print JSON (what the admin `/debug/route` answers) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start two demo backends and a proxy in front of them.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -65,6 +90,29 @@ fn main() -> ExitCode {
     process::init_logging();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
+        Command::Route {
+            config,
+            host,
+            path,
+            method,
+            headers,
+            src,
+            listener,
+            json,
+        } => {
+            let mut probe = compile::explain::Probe::new(host);
+            probe.path_and_query = path;
+            probe.listener = listener;
+            let built = probe
+                .method(&method)
+                .and_then(|()| probe.client(&src))
+                .and_then(|()| headers.iter().try_for_each(|h| probe.header(h)));
+            if let Err(e) = built {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+            return route(&config, &probe, json);
+        }
         Command::Run {
             config,
             admin,
@@ -118,6 +166,47 @@ fn check(config: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("{}: {e}", config.display());
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `route`: exit 0 when a route (or the default backend) answers, 1 when none
+/// does or the table is invalid, 2 for bad arguments.
+fn route(config: &std::path::Path, probe: &compile::explain::Probe, json: bool) -> ExitCode {
+    let compiled = match table::from_yaml_file(config)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            compile::compile(t, &upstream::Upstreams::default())
+                .map_err(|e| format!("{}: {e}", config.display()))
+        }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match compile::explain::explain(&compiled, probe) {
+        Ok(explanation) => {
+            if json {
+                match serde_json::to_string_pretty(&explanation) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("cannot render: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{explanation}");
+            }
+            if explanation.route.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
         }
     }
 }

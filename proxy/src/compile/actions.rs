@@ -191,6 +191,12 @@ impl CompiledRedirect {
                 }
             }
         };
+        // Browsers read `\` as `/`, so a request path `/\evil.example` would make
+        // `Location: /\evil.example` protocol-relative: send it encoded. A written
+        // `location` is the operator's and stays as written.
+        if !matches!(self.target, Target::Location(_)) && out.contains('\\') {
+            out = out.replace('\\', "%5C");
+        }
         if self.keep_query
             && let Some(q) = req.query
         {
@@ -374,6 +380,26 @@ mod tests {
         assert_eq!(
             r.location(&input("a", "/x", Some("q=1"))).unwrap(),
             "/search?src=old&q=1"
+        );
+    }
+
+    #[test]
+    fn backslashes_from_the_request_path_cannot_make_a_protocol_relative_location() {
+        let mut req = input("a", "/old/\\evil.example/x", Some("q=\\"));
+        req.matched_len = 4;
+        assert_eq!(
+            redirect("{replace_prefix: /}").location(&req).unwrap(),
+            "/%5Cevil.example/x?q=\\"
+        );
+        assert_eq!(
+            redirect("{prefix: /}")
+                .location(&input("a", "/\\evil.example", None))
+                .unwrap(),
+            "/%5Cevil.example"
+        );
+        assert_eq!(
+            redirect("{location: '/a\\b'}").location(&req).unwrap(),
+            "/a\\b"
         );
     }
 

@@ -22,6 +22,72 @@ pub struct Probe {
     pub client: IpAddr,
 }
 
+impl Probe {
+    /// A GET of `/` for `host` from 127.0.0.1 on the first HTTP listener.
+    pub fn new(host: impl Into<String>) -> Self {
+        Probe {
+            listener: None,
+            host: host.into(),
+            path_and_query: "/".into(),
+            method: Method::GET,
+            headers: HeaderMap::new(),
+            client: IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    /// Adds a `Name: value` (or `Name:value`) header.
+    pub fn header(&mut self, line: &str) -> Result<(), String> {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("header {line:?} is not `Name: value`"))?;
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("{:?} is not a valid header name", name.trim()))?;
+        let value = http::HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("{:?} is not a valid header value", value.trim()))?;
+        self.headers.append(name, value);
+        Ok(())
+    }
+
+    pub fn method(&mut self, method: &str) -> Result<(), String> {
+        self.method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("{method:?} is not a valid HTTP method"))?;
+        Ok(())
+    }
+
+    pub fn client(&mut self, ip: &str) -> Result<(), String> {
+        self.client = ip
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IP address"))?;
+        Ok(())
+    }
+
+    /// From a query string: `host` (required), `path` (default `/`, may carry
+    /// `?query`), `method`, `header` (repeatable, `Name: value`), `src`, `listener`.
+    pub fn from_query(query: &str) -> Result<Self, String> {
+        let one = |name: &str| {
+            super::query_values(query, name)
+                .next()
+                .map(|v| v.into_owned())
+        };
+        let host = one("host").ok_or("give `host=`")?;
+        let mut probe = Probe::new(host);
+        if let Some(path) = one("path") {
+            probe.path_and_query = path;
+        }
+        if let Some(m) = one("method") {
+            probe.method(&m)?;
+        }
+        if let Some(ip) = one("src") {
+            probe.client(&ip)?;
+        }
+        probe.listener = one("listener");
+        for line in super::query_values(query, "header") {
+            probe.header(&line)?;
+        }
+        Ok(probe)
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Explanation {
     pub listener: String,
@@ -120,11 +186,7 @@ pub fn explain(table: &CompiledTable, probe: &Probe) -> Result<Explanation, Expl
             } else if !path_ok {
                 format!("path {:?} matches none of its paths", &*path)
             } else if let Some(ci) = failed {
-                format!(
-                    "condition {} does not hold: {}",
-                    ci + 1,
-                    conditions[ci].condition
-                )
+                format!("condition {} does not hold", ci + 1)
             } else {
                 match &selected {
                     Some(s) => format!(

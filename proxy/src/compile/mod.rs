@@ -338,6 +338,14 @@ fn compile_route(
             return None;
         }
     };
+    for edits in [&route.request_headers, &route.response_headers] {
+        for name in edits.reserved_names() {
+            warnings.push(context.describe(format!(
+                "header `{}` is managed by the proxy; the edit is ignored",
+                name.as_str()
+            )));
+        }
+    }
     let rewrite = route
         .rewrite
         .as_ref()

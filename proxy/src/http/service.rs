@@ -232,10 +232,11 @@ async fn forward(
         headers::restore_upgrade(&mut parts.headers, protocol);
     }
     let host = parts.headers.get(header::HOST).cloned();
+    // The address routing saw: an IPv4 client of a dual-stack socket is IPv4 here too.
     headers::set_forwarded(
         &mut parts.headers,
         listener.forwarded,
-        conn.peer.ip(),
+        canonical_client(conn.peer.ip()),
         "http",
         host.as_ref(),
     );

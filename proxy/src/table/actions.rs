@@ -368,7 +368,29 @@ impl HeaderEdits {
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
     }
+
+    /// Edited names that frame the message or describe one hop: the proxy owns
+    /// them, and an edit could desynchronise client, proxy and backend.
+    pub fn reserved_names(&self) -> impl Iterator<Item = &HeaderNameText> {
+        self.remove
+            .iter()
+            .chain(self.set.keys())
+            .chain(self.add.keys())
+            .filter(|n| RESERVED_HEADERS.contains(&n.as_str()))
+    }
 }
+
+/// Headers that edits may not touch (`Host` may be set; it is end-to-end).
+pub const RESERVED_HEADERS: [&str; 8] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -68,6 +68,20 @@ fn check_http(table: &RoutingTable, http: &HttpListener, at: &str, errors: &mut 
         for (ci, condition) in route.conditions.iter().enumerate() {
             check_condition(condition, &format!("{at}.match[{ci}]"), &mut push);
         }
+        for (field, edits) in [
+            ("request_headers", &route.request_headers),
+            ("response_headers", &route.response_headers),
+        ] {
+            for name in edits.reserved_names() {
+                push(
+                    format!("{at}.{field}"),
+                    format!(
+                        "`{}` frames the message or describes one hop; the proxy manages it and it cannot be edited",
+                        name.as_str()
+                    ),
+                );
+            }
+        }
         if let Some(PathRewrite::ReplacePrefix(to)) = &route.rewrite
             && !to.starts_with('/')
         {
