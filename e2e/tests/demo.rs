@@ -63,6 +63,20 @@ async fn demo_serves_blue_and_green_and_exits_on_sigterm() {
         blue.text()
     );
 
+    // The content-switching examples the banner advertises.
+    let old = fetch(&client, listen, None, "/old/page?x=1").await.unwrap();
+    assert_eq!(old.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(old.headers["location"], "/green/page?x=1");
+    let maintenance = fetch(&client, listen, None, "/maintenance").await.unwrap();
+    assert_eq!(maintenance.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(maintenance.text(), "<h1>Back soon</h1>\n");
+    let (status, route) = demo
+        .admin_get("/debug/route?host=localhost&path=/old/x")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(route.contains("\"route\": \"old-path\""), "{route}");
+
     demo.signal("TERM").unwrap();
     let status = demo.wait_exit(Duration::from_secs(10)).await.unwrap();
     assert!(

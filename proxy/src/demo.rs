@@ -2,7 +2,9 @@
 //! them, so a first-time user sees host and path routing and weights at work.
 
 use crate::table::{
-    Backend, Endpoint, HttpListener, Listener, PathMatch, Route, RoutingTable, SourceRef,
+    Action, Backend, Condition, Endpoint, FixedBody, HeaderEdits, HeaderMatch, HeaderNameText,
+    HeaderValueText, HttpListener, Listener, PathMatch, Redirect, RedirectCode, Respond,
+    ResponseStatus, Route, RoutingTable, SourceRef, ValueTest, text_html,
 };
 use bytes::Bytes;
 use http::{Request, Response, header};
@@ -62,8 +64,14 @@ fn describe(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 /// The demo table: `/` balanced 3:1 over both backends, `/blue` and host
-/// `blue.localhost` to the first only, exact `/green` to the second only.
-pub fn table(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> RoutingTable {
+/// `blue.localhost` to the first only, exact `/green` to the second only; `/old…`
+/// redirects to `/green…`, `/maintenance` is a fixed 503 page, and requests with
+/// an `X-Canary` header go to green and say so in a response header.
+pub fn table(
+    listen: SocketAddr,
+    blue: SocketAddr,
+    green: SocketAddr,
+) -> Result<RoutingTable, String> {
     let source = |name: &str| {
         Some(SourceRef {
             kind: "Demo".into(),
@@ -86,7 +94,7 @@ pub fn table(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> Routing
         paths,
         ..Route::forward(name, backend)
     };
-    RoutingTable {
+    Ok(RoutingTable {
         listeners: vec![Listener::Http(HttpListener {
             name: "demo".into(),
             bind: listen,
@@ -104,6 +112,48 @@ pub fn table(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> Routing
                     vec![PathMatch::Exact("/green".into())],
                     "green",
                 ),
+                // HAProxy-style rules: first match, tried before Ingress prefixes.
+                Route {
+                    source: source("old-path"),
+                    paths: vec![PathMatch::BeginsWith("/old".into())],
+                    ..Route::new(
+                        "old-path",
+                        Action::Redirect(Redirect {
+                            code: RedirectCode::new(301)?,
+                            replace_prefix: Some("/green".into()),
+                            ..Redirect::default()
+                        }),
+                    )
+                },
+                Route {
+                    source: source("maintenance"),
+                    paths: vec![PathMatch::Exact("/maintenance".into())],
+                    ..Route::new(
+                        "maintenance",
+                        Action::Respond(Respond {
+                            status: ResponseStatus::new(503)?,
+                            content_type: text_html(),
+                            body: FixedBody::new("<h1>Back soon</h1>\n")?,
+                        }),
+                    )
+                },
+                Route {
+                    source: source("canary"),
+                    conditions: vec![Condition::Header(HeaderMatch {
+                        name: HeaderNameText::new("x-canary")?,
+                        test: ValueTest::Present,
+                        ignore_case: false,
+                    })],
+                    response_headers: HeaderEdits {
+                        set: [(
+                            HeaderNameText::new("x-canary")?,
+                            HeaderValueText::new("served by green")?,
+                        )]
+                        .into(),
+                        ..HeaderEdits::default()
+                    },
+                    ..Route::forward("canary", "green")
+                },
                 route("everything-else", &[], vec![], "both"),
             ],
             default_backend: None,
@@ -119,5 +169,5 @@ pub fn table(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> Routing
         .into_iter()
         .collect(),
         certificates: Default::default(),
-    }
+    })
 }

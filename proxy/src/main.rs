@@ -245,7 +245,8 @@ async fn run_demo(
         .with_context(|| format!("cannot bind the admin listener {admin_addr} (use --admin)"))?;
     let blue = demo::start_backend("blue").await.context("demo backend")?;
     let green = demo::start_backend("green").await.context("demo backend")?;
-    apply_initial(&proxy, demo::table(listen, blue, green))
+    let table = demo::table(listen, blue, green).map_err(anyhow::Error::msg)?;
+    apply_initial(&proxy, table)
         .await
         .context("use --listen to pick another address")?;
     println!(
@@ -254,6 +255,10 @@ async fn run_demo(
          \x20 curl http://{listen}/blue/anything                   # Prefix /blue -> blue\n\
          \x20 curl http://{listen}/green                           # Exact /green -> green\n\
          \x20 curl -H 'Host: blue.localhost' http://{listen}/green # host rule beats paths of other hosts\n\
+         \x20 curl -i http://{listen}/old/page?x=1                # 301 to /green/page?x=1\n\
+         \x20 curl -i http://{listen}/maintenance                 # a fixed 503 page\n\
+         \x20 curl -i -H 'X-Canary: 1' http://{listen}/           # header rule -> green, x-canary response header\n\
+         \x20 curl 'http://{admin}/debug/route?host=localhost&path=/old/x' # which route answers, and why\n\
          \x20 curl http://{admin}/debug/table                      # the live routing table\n\
          \x20 curl http://{admin}/readyz\n\
          Backends: blue={blue} green={green}. Ctrl-C to stop."
