@@ -8,7 +8,8 @@
 //!   `X-Resp-Hop`, `Keep-Alive`) that a proxy must not pass on;
 //! - `download=N`: stream N pattern bytes (see `pattern`), generated chunk by chunk;
 //! - `upload`: consume the body as it arrives, verify it against the pattern and
-//!   answer `bytes=<count> mismatch=<offset|none>`.
+//!   answer `bytes=<count> mismatch=<offset|none>`;
+//! - `status=N`: answer with status N (an error the backend, not the proxy, made).
 //!
 //! Otherwise the body is the backend's name.
 
@@ -150,7 +151,7 @@ async fn handle(config: &Config, req: Request<Incoming>) -> Response<Body> {
         (StatusCode::OK, full(config.name.clone()))
     };
     let mut response = Response::new(body);
-    *response.status_mut() = status;
+    *response.status_mut() = query.status.unwrap_or(status);
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&config.name) {
         headers.insert("x-backend", v);
@@ -212,6 +213,7 @@ struct Query {
     upload: bool,
     echo: bool,
     hop: bool,
+    status: Option<StatusCode>,
 }
 
 impl Query {
@@ -225,6 +227,12 @@ impl Query {
                 "upload" => q.upload = true,
                 "echo" => q.echo = true,
                 "hop" => q.hop = true,
+                "status" => {
+                    q.status = value
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|c| StatusCode::from_u16(c).ok())
+                }
                 _ => {}
             }
         }

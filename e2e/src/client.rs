@@ -62,6 +62,20 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// Who answered, in one word for routing-table assertions: the test backend's
+    /// name on a 200 from one; for a redirect the status and `Location`
+    /// (`302 https://a/b`); otherwise the status.
+    pub fn outcome(&self) -> String {
+        let header = |name| self.headers.get(name).and_then(|v| v.to_str().ok());
+        match (self.status, self.backend()) {
+            (StatusCode::OK, Some(backend)) => backend.to_owned(),
+            (s, _) if s.is_redirection() => {
+                format!("{} {}", s.as_u16(), header("location").unwrap_or("-"))
+            }
+            (s, _) => s.as_u16().to_string(),
+        }
+    }
+
     /// Values of `name` in an `?echo` body, in the order the backend received them.
     pub fn echoed(&self, name: &str) -> Vec<String> {
         let json: serde_json::Value = serde_json::from_slice(&self.body)
@@ -111,4 +125,60 @@ pub async fn fetch(
     path: &str,
 ) -> Result<Reply> {
     send(client, get(proxy, host, path)).await
+}
+
+/// A request with any method, an explicit `Host` when given, extra headers (sent
+/// in this order, repeats allowed) and a body.
+pub fn request(
+    method: http::Method,
+    proxy: SocketAddr,
+    host: Option<&str>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("http://{proxy}{path}"));
+    if let Some(host) = host {
+        builder = builder.header(http::header::HOST, host);
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(http_body_util::Full::new(body.into()).boxed_unsync())
+        .unwrap()
+}
+
+/// An HTTP/1.1 keep-alive client whose connections leave from `source`. On Linux
+/// any 127.0.0.0/8 address works on the loopback interface without set-up, so
+/// tests can show two distinct clients to the proxy.
+pub fn client_from(source: std::net::IpAddr) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(source));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Sends each request and compares `Reply::outcome` (backend name, status, or
+/// status and `Location`) with the expectation; reports every mismatch at once.
+pub async fn assert_outcomes(client: &HttpClient, cases: Vec<(Request<Body>, &str)>) {
+    let mut wrong = Vec::new();
+    for (req, expected) in cases {
+        let what = describe(&req);
+        let got = send(client, req).await.unwrap().outcome();
+        if got != expected {
+            wrong.push(format!("{what}: expected {expected:?}, got {got:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
+}
+
+fn describe(req: &Request<Body>) -> String {
+    let headers: Vec<String> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
+        .collect();
+    format!("{} {} [{}]", req.method(), req.uri(), headers.join(", "))
 }

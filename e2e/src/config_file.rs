@@ -97,3 +97,17 @@ pub fn forward_all(
          backends:\n  {backend}: {{endpoints: [{{address: {endpoint}}}]}}\n"
     )
 }
+
+/// A `backends:` section with one backend per test backend, named like it, each
+/// with that backend's one endpoint.
+pub fn backends_yaml(backends: &[&crate::Backend]) -> String {
+    let mut out = String::from("backends:\n");
+    for b in backends {
+        out.push_str(&format!(
+            "  {}:\n    endpoints: [{{address: {}}}]\n",
+            b.name(),
+            b.addr
+        ));
+    }
+    out
+}

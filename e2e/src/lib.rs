@@ -21,6 +21,7 @@ pub mod controller;
 pub mod k8s;
 pub mod pattern;
 pub mod process;
+pub mod raw;
 pub mod traffic;
 pub mod util;
 pub mod ws;

@@ -136,6 +136,137 @@ fn check_accepts_an_empty_file() {
     assert!(out.success, "{}", out.stderr);
 }
 
+/// A table whose one route is `name: r` followed by `rest` (which starts on line
+/// 7, indented 10 spaces), with a backend `app`.
+fn route_table(rest: &str) -> String {
+    format!(
+        "listeners:\n  - http:\n      name: web\n      bind: 127.0.0.1:18080\n      routes:\n        \
+         - name: r\n{rest}backends:\n  app: {{}}\n"
+    )
+}
+
+#[test]
+fn check_locates_bad_regexes() {
+    let path =
+        route_table("          paths: [{regex: '/a/(['}]\n          action: {forward: app}\n");
+    assert_rejected(
+        &path,
+        7,
+        27,
+        "listeners[0].http.routes[0].paths[0].regex",
+        "invalid regex \"/a/([\"",
+    );
+    let rewrite = route_table(
+        "          action: {forward: app}\n          rewrite: {regex: {pattern: '^/u/(?P<id', replace: /x}}\n",
+    );
+    assert_rejected(
+        &rewrite,
+        8,
+        38,
+        "listeners[0].http.routes[0].rewrite.regex.pattern",
+        "invalid regex",
+    );
+}
+
+#[test]
+fn check_locates_bad_cidrs() {
+    let allow =
+        route_table("          allow_sources: [10.0.0.0/33]\n          action: {forward: app}\n");
+    assert_rejected(
+        &allow,
+        7,
+        27,
+        "listeners[0].http.routes[0].allow_sources[0]",
+        "invalid IP address",
+    );
+    let condition = route_table(
+        "          match: [{not: {source: [10.0.0.0/8, 300.1.2.3/8]}}]\n          action: {deny: {}}\n",
+    );
+    assert_rejected(
+        &condition,
+        7,
+        47,
+        "listeners[0].http.routes[0].match[0].not.source[1]",
+        "invalid IP address",
+    );
+}
+
+#[test]
+fn check_locates_a_bad_redirect_code() {
+    let yaml = route_table("          action: {redirect: {scheme: https, code: 304}}\n");
+    assert_rejected(
+        &yaml,
+        7,
+        52,
+        "listeners[0].http.routes[0].action.redirect.code",
+        "redirect code 304 is not one of 301, 302, 303, 307, 308",
+    );
+}
+
+#[test]
+fn check_locates_bad_header_names() {
+    let edit = route_table(
+        "          request_headers: {set: {\"X Bad\": x}}\n          action: {forward: app}\n",
+    );
+    assert_rejected(
+        &edit,
+        7,
+        35,
+        "listeners[0].http.routes[0].request_headers.set.X Bad",
+        "\"X Bad\" is not a valid header name",
+    );
+    let condition = route_table(
+        "          match: [{header: {name: \"User Agent\", contains: iphone}}]\n          action: {forward: app}\n",
+    );
+    assert_rejected(
+        &condition,
+        7,
+        35,
+        "listeners[0].http.routes[0].match[0].header.name",
+        "\"User Agent\" is not a valid header name",
+    );
+}
+
+#[test]
+fn check_refuses_a_lower_case_method_with_a_hint() {
+    // `get` would be a valid extension method that no client ever sends.
+    let yaml =
+        route_table("          match: [{method: [GET, get]}]\n          action: {forward: app}\n");
+    assert_rejected(
+        &yaml,
+        7,
+        34,
+        "listeners[0].http.routes[0].match[0].method[1]",
+        "write \"GET\"",
+    );
+}
+
+#[test]
+fn check_names_the_field_of_a_rule_forwarding_to_an_unknown_backend() {
+    // Well-formed YAML, inconsistent table: located by field path, not line.
+    let yaml = "\
+listeners:
+  - http:
+      name: web
+      bind: 127.0.0.1:18080
+      routes:
+        - {name: ok, action: {forward: app}}
+        - {name: dangling, paths: [{prefix: /x}], action: {forward: nope}}
+backends:
+  app: {endpoints: [{address: 127.0.0.1:9001}]}
+";
+    let out = check(yaml).unwrap();
+    assert!(!out.success, "accepted; stdout: {}", out.stdout);
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "{}: listeners[0].http.routes[1].action.forward: route `dangling`: backend `nope` is not defined",
+            out.path.display()
+        )
+    );
+}
+
 fn table(listen: SocketAddr, backend: &Backend, path: &str) -> String {
     format!(
         "listeners:\n  - http:\n      name: web\n      bind: {listen}\n      routes:\n        \
@@ -254,4 +385,71 @@ async fn run_refuses_to_start_with_an_invalid_file() {
             && l.contains(&format!("{config}:5:15: listeners[0].http.routes"))),
         "{logs}"
     );
+}
+
+/// A running proxy given a table whose rule is invalid (a bad regex, then a route
+/// to an undefined backend) keeps serving the last good table and says where the
+/// file is wrong; the next good table is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_proxy_keeps_last_good_table_when_a_rule_is_invalid() {
+    let (one, two) = (Backend::start("one").await, Backend::start("two").await);
+    let listen = free_addr().unwrap();
+    let good = table(listen, &one, "/one");
+    let proxy = ProxyProcess::start(&good).await.unwrap();
+    let config = proxy.config_path().display().to_string();
+    let client = client::client();
+    let still_one = || async {
+        let r = fetch(&client, listen, None, "/one/x").await.unwrap();
+        assert_eq!((r.status, r.backend()), (StatusCode::OK, Some("one")));
+    };
+    still_one().await;
+
+    let bad_regex = good.replace("{prefix: /one}", "{regex: '/one/(['}");
+    proxy.rewrite(&bad_regex).unwrap();
+    // The route is the file's sixth line; the column is where the pattern starts.
+    let column = bad_regex.lines().nth(5).unwrap().find("'/one/([").unwrap() + 1;
+    let lines = proxy
+        .wait_for_log(&format!("{config}:6:{column}:"), 1, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let line = &lines[0];
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("listeners[0].http.routes[0].paths[0].regex"),
+        "{line}"
+    );
+    assert!(line.contains("invalid regex"), "{line}");
+    assert!(line.contains("keeping the last good table"), "{line}");
+    still_one().await;
+
+    let unknown_backend = good.replace("forward: one", "forward: nope");
+    proxy.rewrite(&unknown_backend).unwrap();
+    let lines = proxy
+        .wait_for_log(
+            "listeners[0].http.routes[0].action.forward",
+            1,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    let line = &lines[0];
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("backend `nope` is not defined"), "{line}");
+    assert!(line.contains("keeping the last good table"), "{line}");
+    still_one().await;
+    assert_eq!(proxy.admin_get("/readyz").await.unwrap().0, 200);
+
+    proxy.rewrite(&table(listen, &two, "/two")).unwrap();
+    eventually(
+        "the next good table to be live",
+        Duration::from_secs(2),
+        || async {
+            let r = fetch(&client, listen, None, "/two").await.ok()?;
+            (r.backend() == Some("two")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let r = fetch(&client, listen, None, "/one/x").await.unwrap();
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }

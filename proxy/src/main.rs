@@ -144,6 +144,13 @@ impl RuntimeArgs {
 fn check(config: &std::path::Path) -> ExitCode {
     let parsed = match table::from_yaml_file(config) {
         Ok(t) => t,
+        // Every inconsistency at once, one per line, so one run fixes them all.
+        Err(table::LoadError::Invalid { origin, errors }) => {
+            for e in errors {
+                eprintln!("{origin}: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;

@@ -207,13 +207,22 @@ impl CompiledRedirect {
     }
 }
 
+/// The request's host name for an absolute redirect target, or `None` when it is
+/// absent or not a plain name or address: a `Host: evil.example/x` or one carrying
+/// userinfo must not become the start of a `Location`.
 fn host_without_port(raw: &str) -> Option<&str> {
     let host = if raw.starts_with('[') {
         raw.find(']').map_or(raw, |end| &raw[..=end])
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    (!host.is_empty()).then_some(host)
+    let plain = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')),
+    };
+    (!host.is_empty() && plain).then_some(host)
 }
 
 /// Replaces the first `matched_len` bytes of `path` with `to`, joining with exactly
