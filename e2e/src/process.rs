@@ -322,13 +322,23 @@ pub(crate) fn strip_ansi(text: &str) -> String {
 
 /// Runs `sluice-proxy check --config <file>` on `yaml` written to a temporary file.
 pub fn check(yaml: &str) -> Result<CheckOutput> {
+    with_table_file("check", yaml, &[])
+}
+
+/// Runs `sluice-proxy route --config <file> <args>` (the route tester).
+pub fn route(yaml: &str, args: &[&str]) -> Result<CheckOutput> {
+    with_table_file("route", yaml, args)
+}
+
+fn with_table_file(command: &str, yaml: &str, args: &[&str]) -> Result<CheckOutput> {
     let binary = proxy_binary()?;
-    let dir = TempDir::new("check")?;
+    let dir = TempDir::new(command)?;
     let path = dir.path().join("table.yaml");
     std::fs::write(&path, yaml)?;
     let output = Command::new(binary)
-        .args(["check", "--config"])
+        .args([command, "--config"])
         .arg(&path)
+        .args(args)
         .env("NO_COLOR", "1")
         .output()?;
     Ok(CheckOutput {

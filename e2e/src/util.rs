@@ -9,10 +9,20 @@ use std::time::{Duration, Instant};
 
 /// A loopback address that was free a moment ago. The port is released before
 /// returning so the proxy can bind it; a collision with another process in that
-/// window is possible but rare enough for tests.
+/// window is possible but rare enough for tests. Within this process a port is
+/// never handed out twice: the kernel readily reuses a port just released, and a
+/// test asking for a listener and an admin address in a row must get two.
 pub fn free_addr() -> Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&addr.port()) {
+            handed_out.push(addr.port());
+            return Ok(addr);
+        }
+    }
+    bail!("no fresh loopback port after 100 tries")
 }
 
 /// A directory removed on drop. Set `SLUICE_E2E_KEEP=1` to keep it for debugging.

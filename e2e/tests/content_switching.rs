@@ -353,14 +353,12 @@ async fn access_control_for_ipv6_clients() {
 /// test on loopback while exercising the same socket behaviour as `[::]`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv4_clients_of_a_dual_stack_listener_match_ipv4_rules() {
-    let Some(port) = std::net::TcpListener::bind("[::ffff:127.0.0.1]:0")
-        .and_then(|l| l.local_addr())
-        .ok()
-        .map(|a| a.port())
-    else {
+    // The IPv4 port space is the one a v4-mapped socket uses.
+    let port = free_addr().unwrap().port();
+    if std::net::TcpListener::bind(("::ffff:127.0.0.1", port)).is_err() {
         eprintln!("SKIPPED: this machine cannot bind IPv6 sockets to v4-mapped addresses");
         return;
-    };
+    }
     let app = Backend::start("app").await;
     let yaml = format!(
         r#"

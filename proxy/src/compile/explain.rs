@@ -220,7 +220,15 @@ pub fn explain(table: &CompiledTable, probe: &Probe) -> Result<Explanation, Expl
                     .get(*b)
                     .map(|b| b.id.to_string())
                     .unwrap_or_default();
-                format!("forward to backend `{id}`")
+                let upstream = match &s.route.rewrite {
+                    Some(rw) => rw.apply(&path, s.matched_len),
+                    None => std::borrow::Cow::Borrowed(&*path),
+                };
+                if upstream != raw_path {
+                    format!("forward to backend `{id}` as {upstream}")
+                } else {
+                    format!("forward to backend `{id}`")
+                }
             }
             CompiledAction::MissingBackend(id) => format!("503: backend `{id}` is not defined"),
             CompiledAction::Redirect(r) => {
