@@ -95,6 +95,8 @@ fn check_http(table: &RoutingTable, http: &HttpListener, at: &str, errors: &mut 
 
 fn check_condition(condition: &Condition, at: &str, push: &mut impl FnMut(String, String)) {
     match condition {
+        Condition::Host(hosts) if hosts.is_empty() => push(format!("{at}.host"), never()),
+        Condition::Path(paths) if paths.is_empty() => push(format!("{at}.path"), never()),
         Condition::Host(hosts) => {
             for (hi, host) in hosts.iter().enumerate() {
                 if let Err(e) = super::validate_host(&host.to_ascii_lowercase()) {
@@ -109,12 +111,16 @@ fn check_condition(condition: &Condition, at: &str, push: &mut impl FnMut(String
                 }
             }
         }
-        Condition::Method(methods) if methods.is_empty() => {
-            push(format!("{at}.method"), "the list is empty".into());
-        }
+        Condition::Method(m) if m.is_empty() => push(format!("{at}.method"), never()),
+        Condition::Source(n) if n.is_empty() => push(format!("{at}.source"), never()),
         Condition::Not(inner) => check_condition(inner, &format!("{at}.not"), push),
         _ => {}
     }
+}
+
+/// An empty any-of list: most likely a mistake, since the route could never answer.
+fn never() -> String {
+    "the list is empty, so the condition never holds".into()
 }
 
 /// Ingress-style paths must be absolute; string matchers may be any text (a
@@ -148,6 +154,7 @@ listeners:
       routes:
         - {name: ok, action: {forward: app}}
         - {name: dangling, paths: [{begins_with: nope}], action: {forward: nope}}
+        - {name: never, match: [{not: {source: []}}], action: {forward: app}}
 backends:
   app: {}
 ",
@@ -161,6 +168,7 @@ backends:
                 "listeners[0].http.default_backend: backend `gone` is not defined",
                 "listeners[0].http.routes[1].action.forward: route `dangling`: backend `nope` is not defined",
                 "listeners[0].http.routes[1].paths[0]: path \"nope\" must start with `/`",
+                "listeners[0].http.routes[2].match[0].not.source: the list is empty, so the condition never holds",
             ]
         );
     }
