@@ -94,6 +94,13 @@ async fn next_hangup(hangup: &mut Option<Signal>) -> Option<()> {
 pub async fn load_and_apply(proxy: &Arc<Proxy>, path: &Path) -> bool {
     let parsed = match table::from_yaml_file(path) {
         Ok(t) => t,
+        // One line per problem, so a reload shows every mistake at once.
+        Err(table::LoadError::Invalid { origin, errors }) => {
+            for e in &errors {
+                error!("{origin}: {e}; keeping the last good table");
+            }
+            return false;
+        }
         Err(e) => {
             error!("{e}; keeping the last good table");
             return false;
