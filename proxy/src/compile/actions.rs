@@ -285,15 +285,24 @@ pub struct CompiledHeaderEdits {
 }
 
 impl CompiledHeaderEdits {
+    /// Edits of reserved headers (`HeaderEdits::reserved_names`) are dropped: the
+    /// table check refuses them in files and the compiler warns about them.
     pub fn new(edits: &HeaderEdits) -> Self {
+        let allowed = |n: &table::HeaderNameText| !table::RESERVED_HEADERS.contains(&n.as_str());
         let pairs =
             |m: &std::collections::BTreeMap<table::HeaderNameText, table::HeaderValueText>| {
                 m.iter()
+                    .filter(|(k, _)| allowed(k))
                     .map(|(k, v)| (k.to_header_name(), v.to_header_value()))
                     .collect()
             };
         Self {
-            remove: edits.remove.iter().map(|n| n.to_header_name()).collect(),
+            remove: edits
+                .remove
+                .iter()
+                .filter(|n| allowed(n))
+                .map(|n| n.to_header_name())
+                .collect(),
             set: pairs(&edits.set),
             add: pairs(&edits.add),
         }
@@ -472,5 +481,20 @@ mod tests {
             h.get_all("via").iter().collect::<Vec<_>>(),
             ["1.1 cdn", "sluice"]
         );
+    }
+
+    #[test]
+    fn framing_headers_cannot_be_edited() {
+        let edits: HeaderEdits = serde_saphyr::from_str(
+            "{remove: [Content-Length], set: {Transfer-Encoding: chunked, Host: a}}",
+        )
+        .unwrap();
+        assert_eq!(edits.reserved_names().count(), 2);
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "3".parse().unwrap());
+        CompiledHeaderEdits::new(&edits).apply(&mut h);
+        assert_eq!(h["content-length"], "3");
+        assert!(h.get("transfer-encoding").is_none());
+        assert_eq!(h["host"], "a", "Host is end-to-end and may be set");
     }
 }

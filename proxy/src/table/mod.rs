@@ -17,8 +17,8 @@ pub mod validate;
 
 pub use actions::{
     Action, Deny, ErrorPage, ErrorStatus, FixedBody, HeaderEdits, HeaderValueText, MAX_FIXED_BODY,
-    PathRewrite, QueryHandling, Redirect, RedirectCode, RegexRewrite, Respond, ResponseStatus,
-    Scheme, parse_prefix, text_html, text_plain,
+    PathRewrite, QueryHandling, RESERVED_HEADERS, Redirect, RedirectCode, RegexRewrite, Respond,
+    ResponseStatus, Scheme, parse_prefix, text_html, text_plain,
 };
 pub use check::{TableError, check};
 pub use matchers::{

@@ -7,20 +7,10 @@
 //! is harder to notice than none of it with a warning.
 
 use sluice_proxy::table::{HeaderNameText, HeaderValueText};
+// Headers that frame the message or belong to one connection: the proxy manages
+// them (its table check refuses edits of them), so an Ingress cannot edit them.
+use sluice_proxy::table::RESERVED_HEADERS as RESERVED;
 use std::collections::BTreeMap;
-
-/// Headers that frame the message or belong to one connection. The proxy manages
-/// them; an Ingress editing them could desynchronise the client or the backend.
-const RESERVED: [&str; 8] = [
-    "connection",
-    "content-length",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// `Name: value` lines (blank lines skipped; name and value trimmed) → `set` edits.
 /// `None`, with a warning per problem, when any line is bad or none is given.
