@@ -152,6 +152,7 @@ fn route_requests(table: &CompiledTable, requests: &[String]) -> Vec<String> {
             };
             let host = normalize_host(raw_host);
             let path = normalize_path(path);
+            let client = canonical_client(client);
             let headers = http::HeaderMap::new();
             let facts = RequestFacts {
                 host: &host,
@@ -159,7 +160,7 @@ fn route_requests(table: &CompiledTable, requests: &[String]) -> Vec<String> {
                 query,
                 method: &http::Method::GET,
                 headers: &headers,
-                client: canonical_client(client),
+                client,
             };
             let Some(selected) = http.select(&facts) else {
                 return format!("{request} → 404");

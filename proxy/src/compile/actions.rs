@@ -211,11 +211,7 @@ impl CompiledRedirect {
 /// absent or not a plain name or address: a `Host: evil.example/x` or one carrying
 /// userinfo must not become the start of a `Location`.
 fn host_without_port(raw: &str) -> Option<&str> {
-    let host = if raw.starts_with('[') {
-        raw.find(']').map_or(raw, |end| &raw[..=end])
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-    };
+    let host = super::router::strip_port(raw);
     let plain = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
         None => host

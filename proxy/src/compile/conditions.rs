@@ -1,7 +1,7 @@
 //! Route conditions compiled for evaluation without allocation.
 
 use super::facts::{RequestFacts, query_values};
-use super::router::{HostPattern, classify_host, prefix_matches};
+use super::router::{HostPattern, Rule, classify_host, prefix_matches};
 use crate::table::{Condition, IpNet, PathMatch, ValueTest};
 use http::{HeaderName, Method};
 use regex::Regex;
@@ -33,9 +33,8 @@ enum PathMatcher {
     Exact(Box<str>),
     /// Normalised: no trailing `/`.
     Prefix(Box<str>),
-    BeginsWith(Box<str>),
-    EndsWith(Box<str>),
-    Regex(Regex),
+    /// The same matching the router does for these kinds.
+    Rule(Rule),
 }
 
 pub enum TextTest {
@@ -152,12 +151,10 @@ impl PathSet {
         let matchers = paths
             .iter()
             .filter(|p| crate::table::check::check_path(p).is_ok())
-            .map(|p| match p {
-                PathMatch::Exact(p) => PathMatcher::Exact(p.as_str().into()),
-                PathMatch::Prefix(p) => PathMatcher::Prefix(p.trim_end_matches('/').into()),
-                PathMatch::BeginsWith(p) => PathMatcher::BeginsWith(p.as_str().into()),
-                PathMatch::EndsWith(s) => PathMatcher::EndsWith(s.as_str().into()),
-                PathMatch::Regex(re) => PathMatcher::Regex(re.regex().clone()),
+            .map(|p| match (p, Rule::new(p)) {
+                (_, Some(rule)) => PathMatcher::Rule(rule),
+                (PathMatch::Exact(p), None) => PathMatcher::Exact(p.as_str().into()),
+                (p, None) => PathMatcher::Prefix(super::router::prefix_key(p).into()),
             })
             .collect();
         Self { matchers }
@@ -168,9 +165,7 @@ impl PathSet {
         self.matchers.iter().find_map(|m| match m {
             PathMatcher::Exact(p) => (**p == *path).then_some(path.len()),
             PathMatcher::Prefix(p) => prefix_matches(p, path).then_some(p.len()),
-            PathMatcher::BeginsWith(p) => path.starts_with(&**p).then_some(p.len()),
-            PathMatcher::EndsWith(s) => path.ends_with(&**s).then_some(0),
-            PathMatcher::Regex(re) => re.is_match(path).then_some(path.len()),
+            PathMatcher::Rule(rule) => rule.matched_len(path),
         })
     }
 }

@@ -117,7 +117,6 @@ pub struct SourceFilter {
 impl SourceFilter {
     /// `client` as in [`RequestFacts::client`] (IPv4-mapped already unwrapped).
     pub fn admits(&self, client: std::net::IpAddr) -> bool {
-        let client = canonical_client(client);
         if self.deny.iter().any(|n| n.contains(&client)) {
             return false;
         }
@@ -362,11 +361,7 @@ fn compile_route(
         source: route.source.clone(),
         priority: route.priority,
         hosts: HostSet::lenient(&route.hosts),
-        paths: PathSet::new(if route.paths.is_empty() {
-            ROOT_PATH.as_slice()
-        } else {
-            &route.paths
-        }),
+        paths: PathSet::new(router::or_root(&route.paths)),
         conditions: conditions.into(),
         action,
         rewrite,
@@ -381,9 +376,6 @@ fn compile_route(
         },
     })
 }
-
-static ROOT_PATH: std::sync::LazyLock<[table::PathMatch; 1]> =
-    std::sync::LazyLock::new(|| [table::PathMatch::Prefix("/".to_owned())]);
 
 fn forward_to(
     id: &str,

@@ -54,10 +54,33 @@ struct PathRouter {
     prefixes: Vec<(Box<str>, Box<[RouteIx]>)>,
 }
 
-enum Rule {
+/// The path matchers tried in written order; also used by `PathSet`.
+pub(super) enum Rule {
     BeginsWith(Box<str>),
     EndsWith(Box<str>),
     Regex(Regex),
+}
+
+impl Rule {
+    /// `None` for `exact` and `prefix`, which are indexed instead.
+    pub(super) fn new(path: &PathMatch) -> Option<Self> {
+        match path {
+            PathMatch::BeginsWith(p) => Some(Rule::BeginsWith(p.as_str().into())),
+            PathMatch::EndsWith(s) => Some(Rule::EndsWith(s.as_str().into())),
+            PathMatch::Regex(re) => Some(Rule::Regex(re.regex().clone())),
+            PathMatch::Exact(_) | PathMatch::Prefix(_) => None,
+        }
+    }
+
+    /// How much of `path` a match covers (for rewrites): the prefix for
+    /// `begins_with`, the whole (anchored) path for `regex`, nothing for `ends_with`.
+    pub(super) fn matched_len(&self, path: &str) -> Option<usize> {
+        match self {
+            Rule::BeginsWith(p) => path.starts_with(&**p).then_some(p.len()),
+            Rule::EndsWith(s) => path.ends_with(&**s).then_some(0),
+            Rule::Regex(re) => re.is_match(path).then_some(path.len()),
+        }
+    }
 }
 
 impl HostRouter {
@@ -107,19 +130,16 @@ impl PathRouter {
         }
         let mut regex_possible: Option<bool> = None;
         for (rule, route) in &self.rules {
-            let matched_len = match rule {
-                Rule::BeginsWith(p) if path.starts_with(&**p) => p.len(),
-                Rule::EndsWith(s) if path.ends_with(&**s) => 0,
-                Rule::Regex(re) => {
-                    let possible = *regex_possible.get_or_insert_with(|| {
-                        self.regex_set.as_ref().is_none_or(|set| set.is_match(path))
-                    });
-                    if !possible || !re.is_match(path) {
-                        continue;
-                    }
-                    path.len()
+            if let Rule::Regex(_) = rule {
+                let possible = *regex_possible.get_or_insert_with(|| {
+                    self.regex_set.as_ref().is_none_or(|set| set.is_match(path))
+                });
+                if !possible {
+                    continue;
                 }
-                _ => continue,
+            }
+            let Some(matched_len) = rule.matched_len(path) else {
+                continue;
             };
             if accept(*route) {
                 return Some(RouteMatch {
@@ -151,18 +171,29 @@ pub(super) fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// Lower-cases and strips the port and a trailing dot. Borrows when already clean,
 /// which is the common case, so matching does not allocate.
 pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
-    let without_port = if raw.starts_with('[') {
-        // IPv6 literal: keep the brackets, drop a port after them.
-        raw.find(']').map_or(raw, |end| &raw[..=end])
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-    };
+    let without_port = strip_port(raw);
     let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
     if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(trimmed)
     }
+}
+
+/// A `Host` value without its port; an IPv6 literal keeps its brackets.
+pub(super) fn strip_port(raw: &str) -> &str {
+    if raw.starts_with('[') {
+        raw.find(']').map_or(raw, |end| &raw[..=end])
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    }
+}
+
+/// A route's paths, where none means every path (`prefix: /`).
+pub(super) fn or_root(paths: &[PathMatch]) -> &[PathMatch] {
+    static ROOT: std::sync::LazyLock<[PathMatch; 1]> =
+        std::sync::LazyLock::new(|| [PathMatch::Prefix("/".to_owned())]);
+    if paths.is_empty() { &ROOT[..] } else { paths }
 }
 
 /// One route as the builder needs it.
@@ -207,12 +238,7 @@ impl Builder {
     /// Adds a route; returns problems (each degrades only that host or path).
     pub(super) fn add(&mut self, route: RouteKeys<'_>) -> Vec<String> {
         let mut problems = Vec::new();
-        let root = [PathMatch::Prefix("/".to_owned())];
-        let paths = if route.paths.is_empty() {
-            &root[..]
-        } else {
-            route.paths
-        };
+        let paths = or_root(route.paths);
         let mut valid_paths = Vec::new();
         for path in paths {
             match crate::table::check::check_path(path) {
@@ -292,27 +318,16 @@ impl Builder {
 impl PathBuilder {
     fn add(&mut self, paths: &[&PathMatch], candidate: &Candidate, problems: &mut Vec<String>) {
         for path in paths {
+            if let Some(rule) = Rule::new(path) {
+                self.rules.push((rule, candidate.clone()));
+                continue;
+            }
             let slot = match path {
                 PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default(),
-                PathMatch::Prefix(p) => self
+                _ => self
                     .prefixes
-                    .entry(p.trim_end_matches('/').to_owned())
+                    .entry(prefix_key(path).to_owned())
                     .or_default(),
-                PathMatch::BeginsWith(p) => {
-                    self.rules
-                        .push((Rule::BeginsWith(p.as_str().into()), candidate.clone()));
-                    continue;
-                }
-                PathMatch::EndsWith(s) => {
-                    self.rules
-                        .push((Rule::EndsWith(s.as_str().into()), candidate.clone()));
-                    continue;
-                }
-                PathMatch::Regex(re) => {
-                    self.rules
-                        .push((Rule::Regex(re.regex().clone()), candidate.clone()));
-                    continue;
-                }
             };
             if slot.iter().any(|c| c.ix == candidate.ix) {
                 continue;
@@ -362,6 +377,19 @@ impl PathBuilder {
             prefixes,
         }
     }
+}
+
+/// The index key of a `prefix` path: without trailing `/` (the root prefix is "").
+/// Only called for `exact`/`prefix` paths, whose text it is.
+pub(super) fn prefix_key(path: &PathMatch) -> &str {
+    let text = match path {
+        PathMatch::Exact(p)
+        | PathMatch::Prefix(p)
+        | PathMatch::BeginsWith(p)
+        | PathMatch::EndsWith(p) => p,
+        PathMatch::Regex(p) => p.as_str(),
+    };
+    text.trim_end_matches('/')
 }
 
 fn describe(path: &PathMatch) -> String {
