@@ -73,10 +73,7 @@ fn big_table() -> RoutingTable {
     let backends: BTreeMap<_, _> = (0..BACKENDS)
         .map(|b| {
             let endpoints = (0..2)
-                .map(|e| Endpoint {
-                    address: addr(b * 2 + e).into(),
-                    weight: 1,
-                })
+                .map(|e| Endpoint::new(addr(b * 2 + e), 1))
                 .collect();
             (
                 format!("backend-{b}"),

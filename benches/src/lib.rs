@@ -66,10 +66,8 @@ pub mod route_lookup {
             })],
             backends: (0..50)
                 .map(|b| {
-                    let endpoint = Endpoint {
-                        address: std::net::SocketAddr::from(([10, 0, 0, b + 1], 8080)).into(),
-                        weight: 1,
-                    };
+                    let endpoint =
+                        Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, b + 1], 8080)), 1);
                     let backend = Backend {
                         endpoints: vec![endpoint],
                         ..Backend::default()

@@ -84,10 +84,7 @@ pub fn table(
         endpoints,
         ..Default::default()
     };
-    let ep = |address: SocketAddr, weight| Endpoint {
-        address: address.into(),
-        weight,
-    };
+    let ep = |address: SocketAddr, weight| Endpoint::new(address, weight);
     let route = |name: &str, hosts: &[&str], paths: Vec<PathMatch>, backend: &str| Route {
         source: source(name),
         hosts: hosts.iter().map(|h| h.to_string()).collect(),

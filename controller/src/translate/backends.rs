@@ -146,13 +146,13 @@ impl<'a> Resolver<'a> {
                 name: service.name,
             }),
             endpoints,
-            balance: Default::default(),
             protocol: options.backend_protocol.unwrap_or_default(),
             timeouts: BackendTimeouts {
                 connect: options.timeout_connect.unwrap_or(defaults.connect),
                 response: options.timeout_server.unwrap_or(defaults.response),
                 ..defaults
             },
+            ..Backend::default()
         };
         self.backends.push((id.clone(), backend));
         extend_unique(warnings, &problems);
@@ -261,10 +261,7 @@ fn endpoints_for(
     }
     chosen
         .into_iter()
-        .map(|a| Endpoint {
-            address: EndpointAddress::from(a),
-            weight: 1,
-        })
+        .map(|a| Endpoint::new(a, 1))
         .collect()
 }
 
@@ -326,7 +323,7 @@ fn external_name(
         return Vec::new();
     };
     match EndpointAddress::host_port(name, number) {
-        Ok(address) => vec![Endpoint { address, weight: 1 }],
+        Ok(address) => vec![Endpoint::new(address, 1)],
         Err(e) => {
             problems.push(format!(
                 "ExternalName Service {key}: {e}; its routes answer 503"

@@ -24,6 +24,14 @@ pub fn check(table: &RoutingTable) -> Result<(), Vec<TableError>> {
             }
         }
     }
+    for (id, backend) in &table.backends {
+        for (field, message) in backend.problems() {
+            errors.push(TableError {
+                path: format!("backends.{id}.{field}"),
+                message,
+            });
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {

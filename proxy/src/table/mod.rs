@@ -7,6 +7,7 @@
 
 mod actions;
 mod address;
+mod backend;
 pub(crate) mod check;
 mod duration;
 mod load;
@@ -19,6 +20,10 @@ pub use actions::{
     Action, Deny, ErrorPage, ErrorStatus, FixedBody, HeaderEdits, HeaderValueText, MAX_FIXED_BODY,
     PathRewrite, QueryHandling, RESERVED_HEADERS, Redirect, RedirectCode, RegexRewrite, Respond,
     ResponseStatus, Scheme, parse_prefix, text_html, text_plain,
+};
+pub use backend::{
+    Backend, BackendProtocol, BackendTimeouts, Balance, Endpoint, HashMethod, HashOptions,
+    HeaderHash, HealthCheck, MAX_WEIGHT, NamedHash, UriHash,
 };
 pub use check::{TableError, check};
 pub use matchers::{
@@ -220,79 +225,6 @@ impl Route {
             allow_sources: None,
             deny_sources: Vec::new(),
             https_redirect: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Backend {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<SourceRef>,
-    #[serde(default)]
-    pub endpoints: Vec<Endpoint>,
-    #[serde(default)]
-    pub balance: Balance,
-    #[serde(default)]
-    pub protocol: BackendProtocol,
-    #[serde(default)]
-    pub timeouts: BackendTimeouts,
-}
-
-/// How the proxy speaks to a backend's endpoints.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendProtocol {
-    /// HTTP/1.1 with keep-alive.
-    #[default]
-    Http1,
-    /// HTTP/2 over cleartext, by prior knowledge (gRPC backends).
-    H2c,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    pub address: EndpointAddress,
-    /// Relative share of requests, 0–256. 0 drains: the endpoint takes no new requests.
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-}
-
-fn default_weight() -> u32 {
-    1
-}
-
-pub const MAX_WEIGHT: u32 = 256;
-
-/// Load-balancing algorithm. More arrive as variants, one file each in `balance/`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    /// Smooth weighted round robin (nginx's algorithm; HAProxy's `roundrobin`).
-    #[default]
-    RoundRobin,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BackendTimeouts {
-    /// TCP connect to an endpoint.
-    pub connect: Duration,
-    /// From sending the request until the response head arrives.
-    pub response: Duration,
-    /// An idle pooled connection to an endpoint is closed after this long.
-    pub pool_idle: Duration,
-}
-
-impl Default for BackendTimeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(5),
-            response: Duration::from_secs(60),
-            pool_idle: Duration::from_secs(90),
         }
     }
 }
