@@ -20,7 +20,7 @@ use sluice_benches::route_lookup::{Probe, host, probes, table};
 use sluice_proxy::compile::{
     self, CompiledTable, ListenerKind, RequestFacts, normalize_host, normalize_path,
 };
-use sluice_proxy::upstream::Upstreams;
+use sluice_proxy::runtime::Runtime;
 use std::hint::black_box;
 use std::net::IpAddr;
 
@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_lookup");
     for hosts in SIZES {
         let compiled =
-            compile::compile(table(hosts), &Upstreams::default()).unwrap_or_else(|e| panic!("{e}"));
+            compile::compile(table(hosts), &Runtime::default()).unwrap_or_else(|e| panic!("{e}"));
         assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
         for p in probes(hosts) {
             assert_eq!(

@@ -2,7 +2,7 @@
 //!
 //! - `lookup/*`: `HostRouter::lookup` on a compiled table of realistic size
 //!   (1000 exact hosts + 100 wildcard hosts, 20 paths each, mixed Exact/Prefix);
-//! - `pick/*`: `SmoothWeighted::pick` for 3 and 100 endpoints;
+//! - (endpoint picks: see `balance_pick`);
 //! - `compile/*`: compiling that whole table, i.e. the CPU cost of one table swap.
 //!
 //! Run: `cargo bench -p sluice-benches --bench routing` (add `-- --quick` for a fast pass).
@@ -11,13 +11,12 @@
 //! spawn anything, so no tokio runtime is needed here (the `check` command also
 //! compiles outside a runtime).
 
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sluice_proxy::balance::SmoothWeighted;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sluice_proxy::compile::{self, CompiledTable, ListenerKind, normalize_host};
+use sluice_proxy::runtime::Runtime;
 use sluice_proxy::table::{
     Backend, Endpoint, ForwardedHeaders, HttpListener, Listener, PathMatch, Route, RoutingTable,
 };
-use sluice_proxy::upstream::Upstreams;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -72,9 +71,7 @@ fn big_table() -> RoutingTable {
     }
     let backends: BTreeMap<_, _> = (0..BACKENDS)
         .map(|b| {
-            let endpoints = (0..2)
-                .map(|e| Endpoint::new(addr(b * 2 + e), 1))
-                .collect();
+            let endpoints = (0..2).map(|e| Endpoint::new(addr(b * 2 + e), 1)).collect();
             (
                 format!("backend-{b}"),
                 Backend {
@@ -99,7 +96,7 @@ fn big_table() -> RoutingTable {
     }
 }
 
-fn compiled(upstreams: &Upstreams) -> CompiledTable {
+fn compiled(upstreams: &Runtime) -> CompiledTable {
     let compiled = match compile::compile(big_table(), upstreams) {
         Ok(c) => c,
         Err(e) => panic!("benchmark table does not compile: {e}"),
@@ -119,7 +116,7 @@ fn http(table: &CompiledTable) -> &compile::HttpListener {
 }
 
 fn bench_lookup(c: &mut Criterion) {
-    let upstreams = Upstreams::default();
+    let upstreams = Runtime::default();
     let table = compiled(&upstreams);
     let router = &http(&table).router;
     let wild_hit = format!("www.{}", wildcard_suffix(42));
@@ -198,30 +195,12 @@ fn bench_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_pick(c: &mut Criterion) {
-    let mut group = c.benchmark_group("pick");
-    group.throughput(Throughput::Elements(1));
-    let cases: [(&str, Vec<u32>); 4] = [
-        ("3-equal", vec![1; 3]),
-        ("3-weighted-5-1-1", vec![5, 1, 1]),
-        ("100-equal", vec![1; 100]),
-        ("100-weighted-1..4", (0..100).map(|i| i % 4 + 1).collect()),
-    ];
-    for (name, weights) in cases {
-        let balancer = SmoothWeighted::new(&weights);
-        group.bench_with_input(BenchmarkId::from_parameter(name), &balancer, |b, bal| {
-            b.iter(|| bal.pick())
-        });
-    }
-    group.finish();
-}
-
 fn bench_compile(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group.sample_size(20);
     // A table swap: the Upstreams registry outlives tables, so its clients already
     // exist. The table clone is setup and the dropped result is not timed.
-    let upstreams = Upstreams::default();
+    let upstreams = Runtime::default();
     drop(compiled(&upstreams));
     let table = big_table();
     group.bench_function("1100-routes-22k-paths/warm-upstreams", |b| {
@@ -234,7 +213,7 @@ fn bench_compile(c: &mut Criterion) {
     // First table at start-up: the registry creates its hyper client too.
     group.bench_function("1100-routes-22k-paths/cold-upstreams", |b| {
         b.iter_batched(
-            || (table.clone(), Upstreams::default()),
+            || (table.clone(), Runtime::default()),
             |(t, u)| (compile::compile(t, &u), u),
             BatchSize::LargeInput,
         )
@@ -244,5 +223,5 @@ fn bench_compile(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_lookup, bench_pick, bench_compile);
+criterion_group!(benches, bench_lookup, bench_compile);
 criterion_main!(benches);

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice_proxy::process::{self, Terminate};
 use sluice_proxy::server::Proxy;
-use sluice_proxy::{admin, compile, demo, reload, table, upstream};
+use sluice_proxy::{admin, compile, demo, reload, table};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -156,7 +156,7 @@ fn check(config: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match compile::compile(parsed, &upstream::Upstreams::default()) {
+    match compile::compile(parsed, &sluice_proxy::runtime::Runtime::default()) {
         Ok(compiled) => {
             for w in &compiled.warnings {
                 eprintln!("{}: warning: {w}", config.display());
@@ -183,7 +183,7 @@ fn route(config: &std::path::Path, probe: &compile::explain::Probe, json: bool) 
     let compiled = match table::from_yaml_file(config)
         .map_err(|e| e.to_string())
         .and_then(|t| {
-            compile::compile(t, &upstream::Upstreams::default())
+            compile::compile(t, &sluice_proxy::runtime::Runtime::default())
                 .map_err(|e| format!("{}: {e}", config.display()))
         }) {
         Ok(c) => c,

@@ -4,8 +4,8 @@
 use crate::compile::{self, CompileError, CompiledTable, ListenerKind};
 use crate::http::conn;
 use crate::http::service::ConnInfo;
+use crate::runtime::Runtime;
 use crate::table::{ListenerTimeouts, RoutingTable};
-use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 pub struct Proxy {
     table: ArcSwap<CompiledTable>,
     ready: AtomicBool,
-    upstreams: Upstreams,
+    runtime: Runtime,
     listeners: Mutex<HashMap<SocketAddr, CancellationToken>>,
     shutdown: CancellationToken,
     connections: TaskTracker,
@@ -48,7 +48,7 @@ impl Proxy {
         Arc::new(Self {
             table: ArcSwap::from_pointee(CompiledTable::empty()),
             ready: AtomicBool::new(false),
-            upstreams: Upstreams::default(),
+            runtime: Runtime::default(),
             listeners: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
@@ -71,7 +71,7 @@ impl Proxy {
         if self.shutdown.is_cancelled() {
             return Err(ApplyError::ShuttingDown);
         }
-        let compiled = compile::compile(table, &self.upstreams)?;
+        let compiled = compile::compile(table, &self.runtime)?;
         let mut applied = Applied {
             warnings: compiled.warnings.clone(),
             ..Applied::default()
@@ -98,6 +98,7 @@ impl Proxy {
             }
         }
 
+        crate::health::start_checks(&compiled);
         self.table.store(Arc::new(compiled));
         self.ready.store(true, Ordering::Release);
 

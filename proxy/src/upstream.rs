@@ -4,15 +4,15 @@
 //! outlives compiled tables: a table swap, a renamed or retargeted backend keeps
 //! its warm connections (hyper's pool is itself keyed by endpoint address).
 
+use crate::http::body::RequestBody;
 use crate::table::{BackendProtocol, BackendTimeouts};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-pub type Upstream = Client<HttpConnector, Incoming>;
+pub type Upstream = Client<HttpConnector, RequestBody>;
 
 #[derive(Default)]
 pub struct Upstreams {

@@ -1,73 +1,106 @@
-//! Smooth weighted round robin (as in nginx): with weights 5,1,1 it yields
-//! a a b a c a a rather than a a a a a b c, so no endpoint sees bursts.
+//! `roundrobin`: smooth weighted round robin whose weights may change at run time
+//! (slow start, endpoints going down and up). Earliest deadline first: each
+//! endpoint's next turn is due 1/weight after its last, with the weight read at
+//! each turn, so a ramping endpoint's share grows as it warms up. A heap makes a
+//! pick O(log n). Deadlines are kept in the endpoints' runtime state, so a new
+//! table resumes the turn rather than restarting it.
 
+use super::endpoint::{Member, PickContext};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::sync::Mutex;
+use std::sync::atomic;
 
-pub struct SmoothWeighted {
-    weights: Box<[i64]>,
-    total: i64,
-    current: Mutex<Box<[i64]>>,
+pub struct RoundRobin {
+    heap: Mutex<BinaryHeap<Turn>>,
 }
 
-impl SmoothWeighted {
-    pub fn new(weights: &[u32]) -> Self {
-        let weights: Box<[i64]> = weights.iter().map(|&w| i64::from(w)).collect();
-        let total = weights.iter().sum();
+impl RoundRobin {
+    pub fn new(members: &[Member]) -> Self {
+        let saved = |m: &Member| {
+            let bits = m.state.rr_deadline.load(atomic::Ordering::Relaxed);
+            (bits != 0).then(|| f64::from_bits(bits))
+        };
+        // Endpoints new to this backend start at the current turn, not at 0,
+        // which would give them every request until they caught up.
+        let now = members
+            .iter()
+            .filter_map(saved)
+            .fold(f64::INFINITY, f64::min);
+        let now = if now.is_finite() { now } else { 0.0 };
+        let heap = members
+            .iter()
+            .enumerate()
+            .map(|(ix, m)| Turn {
+                due: saved(m).unwrap_or(now + step(m.weight) / 2.0),
+                ix: ix as u32,
+            })
+            .collect();
         Self {
-            current: Mutex::new(vec![0; weights.len()].into_boxed_slice()),
-            weights,
-            total,
+            heap: Mutex::new(heap),
         }
     }
 
-    /// The index of the next endpoint, or `None` when every weight is 0.
-    pub fn pick(&self) -> Option<usize> {
-        if self.total == 0 {
-            return None;
-        }
-        // A poisoned lock only means another thread panicked mid-pick; the counters
-        // are still usable numbers.
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut best: Option<(usize, i64)> = None;
-        for (i, (&w, cur)) in self.weights.iter().zip(current.iter_mut()).enumerate() {
-            if w == 0 {
-                continue;
+    pub fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
+        let mut heap = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+        // Full endpoints keep their turn (they are served first once free);
+        // they are set aside while the others are looked at.
+        let mut full = Vec::new();
+        let mut picked = None;
+        for _ in 0..heap.len() {
+            let Some(mut turn) = heap.peek_mut() else {
+                break;
+            };
+            let member = &members[turn.ix as usize];
+            if let Some(weight) = member.open(ctx) {
+                turn.due += step(weight);
+                member
+                    .state
+                    .rr_deadline
+                    .store(turn.due.to_bits(), atomic::Ordering::Relaxed);
+                picked = Some(turn.ix as usize);
+                break;
             }
-            *cur += w;
-            if best.is_none_or(|(_, value)| *cur > value) {
-                best = Some((i, *cur));
+            if member.available(ctx) {
+                full.push(std::collections::binary_heap::PeekMut::pop(turn));
+            } else {
+                // Down, drained or excluded: it loses this turn rather than
+                // saving up turns for a burst when it returns.
+                turn.due += step(member.weight);
             }
         }
-        let (b, _) = best?;
-        current[b] -= self.total;
-        Some(b)
+        heap.extend(full);
+        picked
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn step(weight: u32) -> f64 {
+    1.0 / f64::from(weight.max(1))
+}
 
-    fn sequence(weights: &[u32], n: usize) -> Vec<usize> {
-        let b = SmoothWeighted::new(weights);
-        (0..n).map(|_| b.pick().unwrap()).collect()
-    }
+/// A turn due at `due`; the heap pops the earliest, ties by position.
+struct Turn {
+    due: f64,
+    ix: u32,
+}
 
-    #[test]
-    fn smooth_order() {
-        assert_eq!(sequence(&[5, 1, 1], 7), vec![0, 0, 1, 0, 2, 0, 0]);
-    }
-
-    #[test]
-    fn exact_shares_over_a_cycle() {
-        let picks = sequence(&[3, 1, 0, 2], 600);
-        let count = |i| picks.iter().filter(|&&p| p == i).count();
-        assert_eq!((count(0), count(1), count(2), count(3)), (300, 100, 0, 200));
-    }
-
-    #[test]
-    fn all_zero_or_empty_picks_nothing() {
-        assert_eq!(SmoothWeighted::new(&[0, 0]).pick(), None);
-        assert_eq!(SmoothWeighted::new(&[]).pick(), None);
+impl Ord for Turn {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap and we want the earliest.
+        other
+            .due
+            .total_cmp(&self.due)
+            .then_with(|| other.ix.cmp(&self.ix))
     }
 }
+impl PartialOrd for Turn {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Turn {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Turn {}

@@ -18,11 +18,12 @@ pub use conditions::{CompiledCondition, HostSet, PathSet};
 pub use facts::{RequestFacts, canonical_client, normalize_path, query_values};
 pub use router::{HostRouter, RouteIx, RouteMatch, normalize_host};
 
-use crate::balance::SmoothWeighted;
+use crate::balance::{Balancer, Member};
+use crate::runtime::Runtime;
 use crate::table::{
-    self, Backend, BackendTimeouts, EndpointAddress, IpNet, Listener, RoutingTable, SourceRef,
+    self, Backend, BackendTimeouts, HealthCheck, IpNet, Listener, RoutingTable, SourceRef,
 };
-use crate::upstream::{Upstream, Upstreams};
+use crate::upstream::Upstream;
 use http::uri::Authority;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -133,17 +134,12 @@ impl SourceFilter {
 pub struct CompiledBackend {
     pub id: Arc<str>,
     pub source: Option<SourceRef>,
-    pub endpoints: Vec<CompiledEndpoint>,
-    pub balancer: SmoothWeighted,
+    pub balancer: Balancer,
     pub timeouts: BackendTimeouts,
     pub upstream: Upstream,
-}
-
-pub struct CompiledEndpoint {
-    pub address: EndpointAddress,
-    /// `ip:port` pre-rendered once for request URIs.
-    pub authority: Authority,
-    pub weight: u32,
+    pub retries: u32,
+    pub redispatch: bool,
+    pub health_check: Option<HealthCheck>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -175,8 +171,8 @@ impl CompiledTable {
     }
 }
 
-/// Compiles `table`. `upstreams` is the connection-pool registry that outlives tables.
-pub fn compile(table: RoutingTable, upstreams: &Upstreams) -> Result<CompiledTable, CompileError> {
+/// Compiles `table`. `runtime` holds the pools and balancing state that outlive tables.
+pub fn compile(table: RoutingTable, runtime: &Runtime) -> Result<CompiledTable, CompileError> {
     let mut warnings = Vec::new();
     check_listener_identity(&table.listeners)?;
 
@@ -189,7 +185,7 @@ pub fn compile(table: RoutingTable, upstreams: &Upstreams) -> Result<CompiledTab
     let backends = table
         .backends
         .iter()
-        .map(|(id, b)| compile_backend(id, b, upstreams, &mut warnings))
+        .map(|(id, b)| compile_backend(id, b, runtime, &mut warnings))
         .collect();
 
     let listeners = table
@@ -418,10 +414,24 @@ impl RouteContext<'_> {
 fn compile_backend(
     id: &str,
     backend: &Backend,
-    upstreams: &Upstreams,
+    runtime: &Runtime,
     warnings: &mut Vec<String>,
 ) -> CompiledBackend {
-    let mut endpoints = Vec::with_capacity(backend.endpoints.len());
+    let sanitized;
+    let problems = backend.problems();
+    let backend = if problems.is_empty() {
+        backend
+    } else {
+        for (field, message) in &problems {
+            warnings.push(format!(
+                "backend `{id}` {field}: {message}; the default is used"
+            ));
+        }
+        sanitized = without_problems(backend, &problems);
+        &sanitized
+    };
+    let state = runtime.balance.backend(id);
+    let mut members = Vec::with_capacity(backend.endpoints.len());
     for ep in &backend.endpoints {
         let mut weight = ep.weight;
         if weight > table::MAX_WEIGHT {
@@ -441,26 +451,63 @@ fn compile_backend(
             ));
             continue;
         };
-        endpoints.push(CompiledEndpoint {
-            address: ep.address.clone(),
-            authority,
+        let (endpoint, is_new) = state.endpoint(&ep.address, &authority);
+        if members
+            .iter()
+            .any(|(m, _): &(Member, bool)| Arc::ptr_eq(&m.state, &endpoint))
+        {
+            warnings.push(format!(
+                "backend `{id}` endpoint {} is listed twice; the first one counts",
+                ep.address
+            ));
+            continue;
+        }
+        endpoint.set_limits(weight, ep.max_conn);
+        if is_new && backend.slow_start.is_some() {
+            endpoint.start_ramp(state.now_ms());
+        }
+        let member = Member {
+            state: endpoint,
             weight,
-        });
+            max_conn: ep.max_conn.unwrap_or(0),
+        };
+        members.push((member, ep.backup));
     }
-    if endpoints.is_empty() {
+    if members.is_empty() {
         warnings.push(format!(
             "backend `{id}` has no endpoints; its routes answer 503"
         ));
     }
-    let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
     CompiledBackend {
         id: Arc::from(id),
         source: backend.source.clone(),
-        balancer: SmoothWeighted::new(&weights),
-        endpoints,
+        balancer: Balancer::new(state, backend, members),
         timeouts: backend.timeouts,
-        upstream: upstreams.get(backend.protocol, &backend.timeouts),
+        upstream: runtime.upstreams.get(backend.protocol, &backend.timeouts),
+        retries: backend.retries,
+        redispatch: backend.redispatch,
+        health_check: backend.health_check,
     }
+}
+
+/// `backend` with each setting named in `problems` back at its default.
+fn without_problems(backend: &Backend, problems: &[(String, String)]) -> Backend {
+    let mut fixed = backend.clone();
+    for (field, _) in problems {
+        if field.starts_with("balance") {
+            fixed.balance = table::Balance::default();
+        } else if field.starts_with("health_check") {
+            fixed.health_check = None;
+        } else if let Some(ix) = field
+            .strip_prefix("endpoints[")
+            .and_then(|rest| rest.split_once(']'))
+            .and_then(|(ix, _)| ix.parse::<usize>().ok())
+            && let Some(ep) = fixed.endpoints.get_mut(ix)
+        {
+            ep.max_conn = None;
+        }
+    }
+    fixed
 }
 
 #[cfg(test)]
@@ -469,7 +516,7 @@ mod tests {
     use crate::table::from_yaml_str;
 
     fn compile_yaml(yaml: &str) -> Result<CompiledTable, CompileError> {
-        compile(from_yaml_str(yaml).unwrap(), &Upstreams::default())
+        compile(from_yaml_str(yaml).unwrap(), &Runtime::default())
     }
 
     const TWO_ROUTES: &str = "
@@ -510,7 +557,8 @@ backends:
     #[test]
     fn weights_above_the_maximum_are_clamped_with_a_warning() {
         let t = compile_yaml(TWO_ROUTES).unwrap();
-        assert_eq!(t.backends[0].endpoints[0].weight, table::MAX_WEIGHT);
+        let weight = t.backends[0].balancer.members().next().unwrap().weight;
+        assert_eq!(weight, table::MAX_WEIGHT);
         assert!(
             t.warnings.iter().any(|w| w.contains("weight 900")),
             "{:?}",

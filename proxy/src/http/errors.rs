@@ -23,8 +23,8 @@ pub enum ProxyError {
     ListenerGone,
     #[error("backend `{0}` is not defined")]
     MissingBackend(std::sync::Arc<str>),
-    #[error("no endpoint is available")]
-    NoEndpoint,
+    #[error(transparent)]
+    NoEndpoint(#[from] crate::balance::NoEndpoint),
     #[error("connection refused or failed: {0}")]
     Connect(String),
     #[error("connect timed out")]
@@ -40,9 +40,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
-            ProxyError::ListenerGone | ProxyError::MissingBackend(_) | ProxyError::NoEndpoint => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::ListenerGone
+            | ProxyError::MissingBackend(_)
+            | ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -53,9 +53,9 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
             ProxyError::NoRoute | ProxyError::Forbidden => Side::Client,
-            ProxyError::ListenerGone | ProxyError::MissingBackend(_) | ProxyError::NoEndpoint => {
-                Side::Internal
-            }
+            ProxyError::ListenerGone
+            | ProxyError::MissingBackend(_)
+            | ProxyError::NoEndpoint(_) => Side::Internal,
             _ => Side::Upstream,
         }
     }
@@ -66,7 +66,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no route for this host and path",
             ProxyError::Forbidden => "access denied",
             ProxyError::ListenerGone => "listener is shutting down",
-            ProxyError::MissingBackend(_) | ProxyError::NoEndpoint => "no server is available",
+            ProxyError::MissingBackend(_) | ProxyError::NoEndpoint(_) => "no server is available",
             ProxyError::Connect(_) | ProxyError::Upstream(_) => "the server could not be reached",
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout(_) => {
                 "the server did not answer in time"

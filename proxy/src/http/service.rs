@@ -2,23 +2,28 @@
 //! endpoint, redirect, deny, respond), edit the response headers.
 
 use super::ProxyBody;
+use super::body::{RequestBody, ResponseBody};
 use super::errors::ProxyError;
 use super::headers;
+use crate::balance::{EndpointState, Lease};
 use crate::compile::{
     CompiledAction, CompiledBackend, CompiledRewrite, CompiledRoute, FixedResponse, HttpListener,
     ListenerKind, RedirectInput, RequestFacts, canonical_client, normalize_host, normalize_path,
 };
 use crate::server::Proxy;
-use crate::table::{EndpointAddress, Scheme};
+use crate::table::Scheme;
 use bytes::Bytes;
+use http::Method;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 /// Where a connection came from and which listener accepted it.
@@ -58,6 +63,8 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
     }
     let response = match &route.action {
         CompiledAction::Forward(ix) => {
+            let backend = &table.backends[*ix];
+            let hash = backend.balancer.hash(&facts);
             // The routed path goes upstream only when normalising changed it.
             let normalized = match path {
                 Cow::Owned(p) => Some(p),
@@ -69,9 +76,9 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
                 route,
                 matched_len: selected.matched_len,
                 normalized_path: normalized.as_deref(),
-                backend: &table.backends[*ix],
+                backend,
             };
-            forward(target, req, conn).await
+            forward(target, req, conn, hash).await
         }
         CompiledAction::MissingBackend(id) => {
             let err = ProxyError::MissingBackend(id.clone());
@@ -193,10 +200,14 @@ fn upstream_path_and_query(
     Ok(PathAndQuery::try_from(out)?)
 }
 
+/// Forwards the request to an endpoint of the route's backend, retrying on
+/// another endpoint when the connection fails and the request can be sent again
+/// (see [`replayable`]).
 async fn forward(
     target: Target<'_>,
     mut req: Request<Incoming>,
     conn: ConnInfo,
+    hash: Option<u64>,
 ) -> Response<ProxyBody> {
     let Target {
         listener_name,
@@ -206,12 +217,6 @@ async fn forward(
         normalized_path,
         backend,
     } = target;
-    let Some(ep_ix) = backend.balancer.pick() else {
-        let err = ProxyError::NoEndpoint;
-        warn!(listener = listener_name, route = %route.name, backend = %backend.id, status = 503, "{err}");
-        return error_response(listener, err);
-    };
-    let endpoint = &backend.endpoints[ep_ix];
 
     let upgrade = match req.version() {
         Version::HTTP_11 => headers::requested_upgrade(req.headers()),
@@ -243,21 +248,13 @@ async fn forward(
     // The route's edits come last, so they can override anything above.
     route.request_headers.apply(&mut parts.headers);
 
-    let uri = upstream_path_and_query(
+    let path_and_query = match upstream_path_and_query(
         &parts.uri,
         normalized_path,
         route.rewrite.as_ref(),
         matched_len,
-    )
-    .and_then(|pq| {
-        Uri::builder()
-            .scheme("http")
-            .authority(endpoint.authority.clone())
-            .path_and_query(pq)
-            .build()
-    });
-    parts.uri = match uri {
-        Ok(u) => u,
+    ) {
+        Ok(pq) => pq,
         Err(e) => {
             // Only a rewrite can produce an invalid path; the client's was parsed already.
             let err = ProxyError::Upstream(format!("cannot build the upstream URI: {e}"));
@@ -265,28 +262,132 @@ async fn forward(
             return error_response(listener, err);
         }
     };
-    parts.version = Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, body);
 
-    let timeout = backend.timeouts.response;
-    let result =
-        tokio::time::timeout(timeout.to_std(), backend.upstream.request(upstream_req)).await;
-    let mut response = match result {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            let err = ProxyError::from_client(&e);
-            warn!(listener = listener_name, route = %route.name, backend = %backend.id,
-                  endpoint = %endpoint.address, status = err.status().as_u16(), "{err}");
-            return error_response(listener, err);
+    let bodyless = body.is_end_stream();
+    let idempotent = is_idempotent(&parts.method);
+    let mut body = (!bodyless).then_some(body);
+    let mut avoid: Vec<Arc<EndpointState>> = Vec::new();
+    let mut kept: Option<Lease> = None;
+    let mut attempt = 0;
+    loop {
+        let lease = match kept.take() {
+            Some(lease) => lease,
+            None => match backend.balancer.lease(hash, &avoid).await {
+                Ok(lease) => lease,
+                Err(reason) => {
+                    let err = ProxyError::NoEndpoint(reason);
+                    warn!(listener = listener_name, route = %route.name, backend = %backend.id, status = 503, "{err}");
+                    return error_response(listener, err);
+                }
+            },
+        };
+        let endpoint = lease.endpoint().clone();
+        let last = attempt >= backend.retries;
+        let (request_body, returned) = match body.take() {
+            Some(b) if !last => {
+                let (b, rx) = RequestBody::returnable(b);
+                (b, Some(rx))
+            }
+            Some(b) => (RequestBody::new(b), None),
+            None => (RequestBody::empty(), None),
+        };
+        let mut upstream_req = Request::new(request_body);
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = if last {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+        match Uri::builder()
+            .scheme("http")
+            .authority(endpoint.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build()
+        {
+            Ok(uri) => *upstream_req.uri_mut() = uri,
+            Err(e) => {
+                let err = ProxyError::Upstream(format!("cannot build the upstream URI: {e}"));
+                warn!(listener = listener_name, route = %route.name, status = 502, "{err}");
+                return error_response(listener, err);
+            }
         }
-        Err(_) => {
-            let err = ProxyError::ResponseTimeout(timeout);
-            warn!(listener = listener_name, route = %route.name, backend = %backend.id,
-                  endpoint = %endpoint.address, status = 504, "{err}");
-            return error_response(listener, err);
-        }
-    };
 
+        let timeout = backend.timeouts.response;
+        let result =
+            tokio::time::timeout(timeout.to_std(), backend.upstream.request(upstream_req)).await;
+        let err = match result {
+            Ok(Ok(response)) => {
+                let exchange = Exchange {
+                    listener_name,
+                    listener,
+                    route,
+                    backend,
+                };
+                return respond(exchange, response, lease, client_upgrade);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => {
+                // The backend may be working on it: never sent again.
+                let err = ProxyError::ResponseTimeout(timeout);
+                warn!(listener = listener_name, route = %route.name, backend = %backend.id,
+                      endpoint = %endpoint.address, status = 504, "{err}");
+                return error_response(listener, err);
+            }
+        };
+        let returned = returned.and_then(|mut rx| rx.try_recv().ok());
+        let failure = ProxyError::from_client(&err);
+        let can_replay = replayable(err.is_connect(), idempotent, bodyless, returned.is_some());
+        if last || !can_replay {
+            warn!(listener = listener_name, route = %route.name, backend = %backend.id,
+                  endpoint = %endpoint.address, status = failure.status().as_u16(), attempts = attempt + 1, "{failure}");
+            return error_response(listener, failure);
+        }
+        attempt += 1;
+        info!(listener = listener_name, route = %route.name, backend = %backend.id,
+              endpoint = %endpoint.address, attempt, redispatch = backend.redispatch, "retrying: {failure}");
+        body = returned;
+        if backend.redispatch {
+            avoid.push(endpoint);
+            drop(lease);
+        } else {
+            kept = Some(lease);
+        }
+    }
+}
+
+/// Whether a failed request may be sent again. When the connection failed,
+/// nothing reached the backend, so any request may, provided its body was not
+/// touched. After that, only an idempotent request without a body may, since
+/// the backend cannot have acted on it differently the second time (RFC 9110
+/// §9.2.2), and there is no body that could be partly consumed.
+fn replayable(connect_failed: bool, idempotent: bool, bodyless: bool, body_back: bool) -> bool {
+    (connect_failed && (bodyless || body_back)) || (idempotent && bodyless)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Who answered, for logging the response.
+struct Exchange<'a> {
+    listener_name: &'a str,
+    listener: &'a HttpListener,
+    route: &'a CompiledRoute,
+    backend: &'a CompiledBackend,
+}
+
+/// The backend's response on its way to the client, holding the endpoint's slot
+/// until its body (or the upgraded tunnel) ends.
+fn respond(
+    exchange: Exchange<'_>,
+    mut response: Response<Incoming>,
+    lease: Lease,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upgraded_protocol = response.headers().get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(response.headers_mut());
@@ -295,27 +396,30 @@ async fn forward(
             (Some(client_side), Some(protocol)) => {
                 headers::restore_upgrade(response.headers_mut(), protocol);
                 let backend_side = hyper::upgrade::on(&mut response);
-                tokio::spawn(tunnel(client_side, backend_side, endpoint.address.clone()));
+                tokio::spawn(tunnel(client_side, backend_side, lease));
+                // A 101 has no body; the slot stays with the tunnel.
+                return response.map(|_| Either::Right(Full::new(Bytes::new())));
             }
             _ => {
                 let err = ProxyError::Upstream(
                     "101 Switching Protocols without an upgrade request".into(),
                 );
-                warn!(listener = listener_name, route = %route.name, backend = %backend.id,
-                      endpoint = %endpoint.address, status = 502, "{err}");
-                return error_response(listener, err);
+                warn!(listener = exchange.listener_name, route = %exchange.route.name, backend = %exchange.backend.id,
+                      endpoint = %lease.endpoint().address, status = 502, "{err}");
+                return error_response(exchange.listener, err);
             }
         }
     }
-    response.map(Either::Left)
+    response.map(|body| Either::Left(ResponseBody::new(body, lease)))
 }
 
 /// Copies both ways between an upgraded client connection and its backend.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
-    endpoint: EndpointAddress,
+    lease: Lease,
 ) {
+    let endpoint = &lease.endpoint().address;
     match tokio::try_join!(client, backend) {
         Ok((client, backend)) => {
             let mut client = TokioIo::new(client);

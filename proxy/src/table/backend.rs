@@ -20,7 +20,10 @@ pub struct Backend {
     pub timeouts: BackendTimeouts,
     /// Further attempts after a failed connection (HAProxy `retries`). Which
     /// requests may be sent again is documented in docs/balancing.md.
-    #[serde(default = "default_retries", skip_serializing_if = "is_default_retries")]
+    #[serde(
+        default = "default_retries",
+        skip_serializing_if = "is_default_retries"
+    )]
     pub retries: u32,
     /// Retries go to another endpoint when one is available (`option redispatch`).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
@@ -332,7 +335,10 @@ impl Backend {
             && !is_token(name)
         {
             let field = format!("balance.{}.name", self.balance.name());
-            push(&field, format!("{name:?} is not a valid parameter or cookie name"));
+            push(
+                &field,
+                format!("{name:?} is not a valid parameter or cookie name"),
+            );
         }
         for (i, ep) in self.endpoints.iter().enumerate() {
             if ep.max_conn == Some(0) {
@@ -347,7 +353,10 @@ impl Backend {
                 push("health_check", "rise and fall must be at least 1".into());
             }
             if check.interval.as_millis() == 0 || check.timeout.as_millis() == 0 {
-                push("health_check", "interval and timeout must be above 0".into());
+                push(
+                    "health_check",
+                    "interval and timeout must be above 0".into(),
+                );
             }
         }
         out
