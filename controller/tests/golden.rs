@@ -177,7 +177,7 @@ fn route_requests(table: &CompiledTable, requests: &[String]) -> Vec<String> {
                 match &route.action {
                     CompiledAction::Forward(ix) => {
                         let backend = &table.backends[*ix];
-                        if backend.endpoints.is_empty() {
+                        if backend.balancer.members().next().is_none() {
                             format!("{} (no endpoints: 503)", backend.id)
                         } else {
                             backend.id.to_string()

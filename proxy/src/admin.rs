@@ -78,6 +78,17 @@ fn route(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 ),
             }
         }
+        "/debug/backends" => {
+            let table = proxy.table();
+            let status: Vec<_> = table.backends.iter().map(|b| b.balancer.status()).collect();
+            match serde_json::to_vec_pretty(&status) {
+                Ok(body) => json(body),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot render backends: {e}\n"),
+                ),
+            }
+        }
         "/debug/route" => {
             let probe = match Probe::from_query(req.uri().query().unwrap_or_default()) {
                 Ok(p) => p,
@@ -97,7 +108,7 @@ fn route(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "try /healthz, /readyz, /debug/table, /debug/warnings, /debug/route?host=H&path=P\n",
+            "try /healthz, /readyz, /debug/table, /debug/warnings, /debug/backends, /debug/route?host=H&path=P\n",
         ),
     }
 }

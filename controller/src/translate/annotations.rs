@@ -2,13 +2,14 @@
 //! typed option. Unknown keys and invalid values are warnings and are ignored,
 //! except an unusable `allow-cidrs`, which fails closed (nobody is allowed).
 
+mod balance;
 mod headers;
 mod redirect;
 
 pub use redirect::IngressRedirect;
 
 use ipnet::IpNet;
-use sluice_proxy::table::{BackendProtocol, Duration, HeaderEdits};
+use sluice_proxy::table::{BackendProtocol, Balance, Duration, HeaderEdits};
 use std::collections::BTreeMap;
 
 pub const PREFIX: &str = "sluice.dev/";
@@ -34,6 +35,11 @@ pub struct IngressAnnotations {
     pub request_headers: HeaderEdits,
     /// `remove` (`hide-response-headers`) and `set` (`response-headers`) edits.
     pub response_headers: HeaderEdits,
+    /// `balance`, with `hash-type` and `hash-balance-factor` folded in.
+    pub balance: Option<Balance>,
+    pub slow_start: Option<Duration>,
+    pub retries: Option<u32>,
+    pub redispatch: Option<bool>,
 }
 
 impl IngressAnnotations {
@@ -43,6 +49,10 @@ impl IngressAnnotations {
         self.backend_protocol.is_some()
             || self.timeout_connect.is_some()
             || self.timeout_server.is_some()
+            || self.balance.is_some()
+            || self.slow_start.is_some()
+            || self.retries.is_some()
+            || self.redispatch.is_some()
     }
 
     /// Whether some clients are refused (`allow-cidrs` or `deny-cidrs`).
@@ -82,12 +92,13 @@ pub fn parse(
         return out;
     };
     let mut redirects = redirect::RedirectAnnotations::default();
+    let mut balancing = balance::BalanceAnnotations::default();
     for (key, raw) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else {
             continue;
         };
         let value = raw.trim();
-        if redirects.take(name, value) {
+        if redirects.take(name, value) || balancing.take(name, value) {
             continue;
         }
         let result = match name {
@@ -104,6 +115,9 @@ pub fn parse(
             "backend-protocol" => parse_protocol(value).map(|v| out.backend_protocol = Some(v)),
             "timeout-connect" => parse_duration(value).map(|v| out.timeout_connect = Some(v)),
             "timeout-server" => parse_duration(value).map(|v| out.timeout_server = Some(v)),
+            "slow-start" => parse_duration(value).map(|v| out.slow_start = Some(v)),
+            "retries" => parse_retries(value).map(|v| out.retries = Some(v)),
+            "redispatch" => parse_bool(value).map(|v| out.redispatch = Some(v)),
             "allow-cidrs" => {
                 let nets = parse_cidrs(key, value, warnings);
                 if nets.is_empty() {
@@ -141,6 +155,7 @@ pub fn parse(
         }
     }
     out.redirect = redirects.resolve(warnings);
+    out.balance = balancing.resolve(warnings);
     if let Some(redirect) = &out.redirect {
         // Nothing is forwarded from a redirecting route. Backend options stay: they
         // still apply to the Ingress's defaultBackend, if it has one.
@@ -182,6 +197,18 @@ fn parse_protocol(value: &str) -> Result<BackendProtocol, String> {
         "http" => Ok(BackendProtocol::Http1),
         "h2c" => Ok(BackendProtocol::H2c),
         _ => Err("must be `http` or `h2c`; ignored".into()),
+    }
+}
+
+/// Further attempts after a failed connection (HAProxy `retries`).
+const MAX_RETRIES: u32 = 10;
+
+fn parse_retries(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n) if n <= MAX_RETRIES && value.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!(
+            "must be a whole number from 0 to {MAX_RETRIES}; ignored"
+        )),
     }
 }
 
@@ -267,6 +294,76 @@ mod tests {
         ]);
         assert_eq!(a, IngressAnnotations::default());
         assert_eq!(w.len(), 4, "{w:?}");
+    }
+
+    #[test]
+    fn balancing_annotations_parse_and_affect_the_backend() {
+        let (a, w) = parse_map(&[
+            ("sluice.dev/balance", "hdr(X-Tenant)"),
+            ("sluice.dev/hash-type", "consistent"),
+            ("sluice.dev/hash-balance-factor", "150"),
+            ("sluice.dev/slow-start", "10s"),
+            ("sluice.dev/retries", "0"),
+            ("sluice.dev/redispatch", "false"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        let balance = a.balance.as_ref().unwrap();
+        assert_eq!(balance.name(), "header");
+        assert_eq!(
+            balance.hash_options(),
+            Some(sluice_proxy::table::HashOptions::new(
+                sluice_proxy::table::HashMethod::Consistent,
+                Some(150)
+            ))
+        );
+        assert_eq!(a.slow_start, Some(Duration::from_secs(10)));
+        assert_eq!(a.retries, Some(0));
+        assert_eq!(a.redispatch, Some(false));
+        assert!(a.affects_backend());
+        assert!(a.route_only().is_empty());
+        for (key, value) in [
+            ("sluice.dev/balance", "roundrobin"),
+            ("sluice.dev/slow-start", "1m"),
+            ("sluice.dev/retries", "10"),
+            ("sluice.dev/redispatch", "true"),
+        ] {
+            let (a, w) = parse_map(&[(key, value)]);
+            assert!(w.is_empty(), "{w:?}");
+            assert!(a.affects_backend(), "{key}");
+        }
+    }
+
+    #[test]
+    fn invalid_balancing_values_warn_and_are_ignored() {
+        let (a, w) = parse_map(&[
+            ("sluice.dev/balance", "fastest"),
+            ("sluice.dev/hash-type", "consistent"),
+            ("sluice.dev/slow-start", "0s"),
+            ("sluice.dev/retries", "11"),
+            ("sluice.dev/redispatch", "yes"),
+        ]);
+        assert_eq!(a, IngressAnnotations::default());
+        assert!(!a.affects_backend());
+        assert_eq!(
+            w,
+            [
+                "annotation sluice.dev/redispatch=\"yes\": must be `true` or `false`; ignored",
+                "annotation sluice.dev/retries=\"11\": must be a whole number from 0 to 10; ignored",
+                "annotation sluice.dev/slow-start=\"0s\": must be longer than 0; ignored",
+                "annotation sluice.dev/balance=\"fastest\": unknown algorithm \"fastest\"; expected one of roundrobin, static-rr, leastconn, first, random, source, uri [len N] [depth N] [whole], url_param NAME, hdr(NAME), cookie NAME; ignored",
+                "annotation sluice.dev/hash-type=\"consistent\": has no effect without a hashing sluice.dev/balance (source, uri, url_param, hdr or cookie); ignored",
+            ]
+        );
+        for bad in ["-1", "+3", "three", "", "1.0", "4294967296"] {
+            assert!(parse_retries(bad).is_err(), "{bad:?}");
+        }
+        let (_, w) = parse_map(&[("sluice.dev/slow-start", "soon")]);
+        assert_eq!(
+            w,
+            [
+                "annotation sluice.dev/slow-start=\"soon\": invalid duration \"soon\": expected e.g. 250ms, 5s, 2m, 1h; ignored"
+            ]
+        );
     }
 
     #[test]

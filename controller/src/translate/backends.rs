@@ -123,7 +123,8 @@ impl<'a> Resolver<'a> {
         owner: &'a ObjectKey,
         warnings: &mut Vec<String>,
     ) -> BackendId {
-        // Timeouts and protocol are per Ingress, so such an Ingress gets its own copy.
+        // Timeouts, protocol and balancing are per Ingress, so such an Ingress gets
+        // its own copy.
         let owner = options.affects_backend().then_some(owner);
         let entry = self.services.entry((namespace, service)).or_default();
         if let Some(known) = entry
@@ -138,7 +139,7 @@ impl<'a> Resolver<'a> {
         let service = ObjectKey::new(namespace, service);
         let mut problems = Vec::new();
         let endpoints = endpoints_for(entry, &service, port, &mut problems);
-        let defaults = BackendTimeouts::default();
+        let defaults = Backend::default();
         let backend = Backend {
             source: Some(SourceRef {
                 kind: "Service".into(),
@@ -146,13 +147,17 @@ impl<'a> Resolver<'a> {
                 name: service.name,
             }),
             endpoints,
+            balance: options.balance.clone().unwrap_or_default(),
             protocol: options.backend_protocol.unwrap_or_default(),
             timeouts: BackendTimeouts {
-                connect: options.timeout_connect.unwrap_or(defaults.connect),
-                response: options.timeout_server.unwrap_or(defaults.response),
-                ..defaults
+                connect: options.timeout_connect.unwrap_or(defaults.timeouts.connect),
+                response: options.timeout_server.unwrap_or(defaults.timeouts.response),
+                ..defaults.timeouts
             },
-            ..Backend::default()
+            retries: options.retries.unwrap_or(defaults.retries),
+            redispatch: options.redispatch.unwrap_or(defaults.redispatch),
+            slow_start: options.slow_start.or(defaults.slow_start),
+            ..defaults
         };
         self.backends.push((id.clone(), backend));
         extend_unique(warnings, &problems);
@@ -259,10 +264,7 @@ fn endpoints_for(
             "Service {key} port {port} has no ready endpoints; its routes answer 503"
         ));
     }
-    chosen
-        .into_iter()
-        .map(|a| Endpoint::new(a, 1))
-        .collect()
+    chosen.into_iter().map(|a| Endpoint::new(a, 1)).collect()
 }
 
 /// The Service's TCP port with that number or name (a number can also be in use

@@ -37,6 +37,7 @@ pub struct Balancer {
     /// Backups, balanced like the primaries (`all_backups`) or first-available.
     backup: Option<Group>,
     key: Option<HashKey>,
+    algorithm: &'static str,
     slow_start_ms: u64,
     max_queue: Option<u32>,
     queue_timeout: Duration,
@@ -56,6 +57,27 @@ enum Algorithm {
     MapHash(hash_map::MapHash),
     /// The map's schedule serves requests without a key, round robin.
     Ring(hash_ring::Ring, hash_map::MapHash),
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BackendStatus {
+    pub id: String,
+    pub algorithm: &'static str,
+    pub in_flight: u32,
+    pub queued: usize,
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct EndpointStatus {
+    pub address: String,
+    pub up: bool,
+    pub weight: u32,
+    /// The weight during slow start.
+    pub effective_weight: u32,
+    pub backup: bool,
+    pub max_conn: Option<u32>,
+    pub in_flight: u32,
 }
 
 /// Why no endpoint was given.
@@ -103,6 +125,7 @@ impl Balancer {
             primary,
             backup,
             key: HashKey::of(&backend.balance),
+            algorithm: backend.balance.name(),
             slow_start_ms: backend.slow_start.map_or(0, |d| d.as_millis()),
             max_queue: backend.max_queue,
             queue_timeout: backend.timeouts.queue.to_std(),
@@ -117,6 +140,40 @@ impl Balancer {
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         let backups = self.backup.iter().flat_map(|g| g.members.iter());
         self.primary.members.iter().chain(backups)
+    }
+
+    /// What the balancer sees now, for the admin endpoint.
+    pub fn status(&self) -> BackendStatus {
+        let endpoints = |group: &Group, backup: bool| {
+            group
+                .members
+                .iter()
+                .map(|m| EndpointStatus {
+                    address: m.state.address.to_string(),
+                    up: m.state.is_up(),
+                    weight: m.weight,
+                    effective_weight: m.effective_weight(&PickContext {
+                        now_ms: (self.slow_start_ms > 0).then(|| self.state.now_ms()),
+                        slow_start_ms: self.slow_start_ms,
+                        exclude: &[],
+                    }),
+                    backup,
+                    max_conn: (m.max_conn > 0).then_some(m.max_conn),
+                    in_flight: m.state.in_flight(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut all = endpoints(&self.primary, false);
+        if let Some(backup) = &self.backup {
+            all.extend(endpoints(backup, true));
+        }
+        BackendStatus {
+            id: self.state.id.to_string(),
+            algorithm: self.algorithm,
+            in_flight: self.state.in_flight(),
+            queued: self.state.queued(),
+            endpoints: all,
+        }
     }
 
     /// A slot on an endpoint, waiting in the queue when every available one is
@@ -243,5 +300,153 @@ impl Group {
         } else {
             Attempt::Unavailable
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Runtime;
+    use crate::table::from_yaml_str;
+
+    fn balancer(runtime: &Runtime, yaml: &str) -> crate::compile::CompiledTable {
+        let table = from_yaml_str(&format!("backends:\n  b:\n{yaml}")).unwrap();
+        crate::compile::compile(table, runtime).unwrap()
+    }
+
+    const ONE_SLOT: &str = "    timeouts: {queue: 2s}
+    endpoints: [{address: 127.0.0.1:1, max_conn: 1}]
+";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_endpoint_queues_and_the_freed_slot_goes_to_the_oldest_waiter() {
+        let runtime = Runtime::default();
+        let t = balancer(&runtime, ONE_SLOT);
+        let b = &t.backends[0].balancer;
+        let first = b.lease(None, &[]).await.unwrap();
+        let (second, third) = (b.lease(None, &[]), b.lease(None, &[]));
+        tokio::pin!(second, third);
+        // Both wait (polled in order, so the second queues first).
+        assert!(futures_poll(&mut second).await.is_none());
+        assert!(futures_poll(&mut third).await.is_none());
+        assert_eq!(b.state.queued(), 2);
+        drop(first);
+        let second = second.await.unwrap();
+        assert_eq!(
+            b.state.in_flight(),
+            1,
+            "the slot was handed over, not freed"
+        );
+        assert!(futures_poll(&mut third).await.is_none());
+        drop(second);
+        let _third = third.await.unwrap();
+        assert_eq!(b.state.queued(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_longer_than_the_queue_timeout_fails_and_a_full_queue_fails_at_once() {
+        let runtime = Runtime::default();
+        let t = balancer(&runtime, &format!("{ONE_SLOT}    max_queue: 1\n"));
+        let b = &t.backends[0].balancer;
+        let _held = b.lease(None, &[]).await.unwrap();
+        let waiting = b.lease(None, &[]);
+        tokio::pin!(waiting);
+        assert!(futures_poll(&mut waiting).await.is_none());
+        assert_eq!(b.lease(None, &[]).await.unwrap_err(), NoEndpoint::QueueFull);
+        let started = tokio::time::Instant::now();
+        assert!(matches!(waiting.await, Err(NoEndpoint::QueueTimeout(_))));
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // The timed-out waiter left no trace: a release frees the slot.
+        drop(_held);
+        assert_eq!(b.state.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn in_flight_counts_and_queues_survive_a_table_swap() {
+        let runtime = Runtime::default();
+        let old = balancer(&runtime, ONE_SLOT);
+        let held = old.backends[0].balancer.lease(None, &[]).await.unwrap();
+        let new = balancer(&runtime, ONE_SLOT);
+        let b = &new.backends[0].balancer;
+        assert!(matches!(b.try_lease(None, &[]), Attempt::Full));
+        drop(old);
+        drop(held);
+        assert!(matches!(b.try_lease(None, &[]), Attempt::Leased(_)));
+    }
+
+    #[test]
+    fn backups_serve_only_when_no_primary_is_available() {
+        let runtime = Runtime::default();
+        let t = balancer(
+            &runtime,
+            "    endpoints:
+      - {address: 127.0.0.1:1}
+      - {address: 127.0.0.1:2, backup: true}
+      - {address: 127.0.0.1:3, backup: true}
+",
+        );
+        let b = &t.backends[0].balancer;
+        let pick = || match b.try_lease(None, &[]) {
+            Attempt::Leased(l) => l.endpoint().address.to_string(),
+            _ => "none".into(),
+        };
+        assert_eq!(pick(), "127.0.0.1:1");
+        let primary = b.members().next().unwrap().state.clone();
+        primary.set_up(false);
+        assert_eq!(pick(), "127.0.0.1:2");
+        assert_eq!(
+            pick(),
+            "127.0.0.1:2",
+            "only the first backup without all_backups"
+        );
+        primary.set_up(true);
+        assert_eq!(pick(), "127.0.0.1:1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_a_returning_endpoint() {
+        let runtime = Runtime::default();
+        let t = balancer(
+            &runtime,
+            "    slow_start: 10s
+    endpoints: [{address: 127.0.0.1:1, weight: 100}, {address: 127.0.0.1:2, weight: 100}]
+",
+        );
+        let b = &t.backends[0].balancer;
+        let returning = b.members().nth(1).unwrap();
+        returning.state.start_ramp(b.state.now_ms());
+        let share = || {
+            let hits = (0..1000)
+                .filter(|_| match b.try_lease(None, &[]) {
+                    Attempt::Leased(l) => l.endpoint().address.to_string() == "127.0.0.1:2",
+                    _ => false,
+                })
+                .count();
+            hits as f64 / 1000.0
+        };
+        assert!(share() < 0.05, "just back: weight ~1 of 100");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let half = share();
+        assert!(
+            (0.28..0.38).contains(&half),
+            "half-way: 50 vs 100, got {half}"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let full = share();
+        assert!(
+            (0.45..0.55).contains(&full),
+            "warm: equal shares, got {full}"
+        );
+    }
+
+    /// Polls a future once: `Some` if it completed.
+    async fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut *f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

@@ -452,6 +452,46 @@ mod tests {
     }
 
     #[test]
+    fn what_may_be_sent_again() {
+        // (connect failed, idempotent, bodyless, body came back) → replay?
+        let cases = [
+            (
+                (true, false, true, false),
+                true,
+                "POST without body, never connected",
+            ),
+            (
+                (true, false, false, true),
+                true,
+                "POST whose body was never read",
+            ),
+            (
+                (true, true, false, false),
+                false,
+                "PUT whose body was partly sent",
+            ),
+            (
+                (false, true, true, false),
+                true,
+                "GET after the connection died",
+            ),
+            (
+                (false, false, true, false),
+                false,
+                "POST after the connection died",
+            ),
+            (
+                (false, true, false, true),
+                false,
+                "PUT with a body after sending began",
+            ),
+        ];
+        for ((connect, idem, bodyless, back), want, what) in cases {
+            assert_eq!(replayable(connect, idem, bodyless, back), want, "{what}");
+        }
+    }
+
+    #[test]
     fn prefix_rewrite_keeps_the_rest_and_the_query() {
         let to = |p: &str| Some(PathRewrite::ReplacePrefix(p.into()));
         assert_eq!(upstream("/api/users?x=1", to("/v2"), 4), "/v2/users?x=1");

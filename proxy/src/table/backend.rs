@@ -273,7 +273,12 @@ pub struct BackendTimeouts {
     pub pool_idle: Duration,
     /// How long a request waits for a slot when every endpoint is at `max_conn`
     /// (`timeout queue`); then 503.
+    #[serde(skip_serializing_if = "is_default_queue")]
     pub queue: Duration,
+}
+
+fn is_default_queue(d: &Duration) -> bool {
+    *d == BackendTimeouts::default().queue
 }
 
 impl Default for BackendTimeouts {
