@@ -9,9 +9,15 @@
 //! - `download=N`: stream N pattern bytes (see `pattern`), generated chunk by chunk;
 //! - `upload`: consume the body as it arrives, verify it against the pattern and
 //!   answer `bytes=<count> mismatch=<offset|none>`;
-//! - `status=N`: answer with status N (an error the backend, not the proxy, made).
+//! - `status=N`: answer with status N (an error the backend, not the proxy, made);
+//! - `close`: read the whole request body, then close the connection without
+//!   answering (a backend that dies mid-request; the request still counts).
 //!
 //! Otherwise the body is the backend's name.
+//!
+//! [`Backend::stop`] takes a backend away (listener and every connection closed)
+//! while keeping its counters; [`Backend::start_at`] brings one up on a given
+//! address, e.g. the port of a stopped one.
 
 use crate::pattern;
 use bytes::Bytes;
@@ -28,7 +34,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -37,6 +44,7 @@ struct Stats {
     connections: AtomicUsize,
     requests: AtomicUsize,
     in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 struct Config {
@@ -49,6 +57,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     config: Arc<Config>,
     accept: JoinHandle<()>,
+    /// Dropping or sending stops the accept loop and closes every connection.
+    stop: Option<oneshot::Sender<()>>,
 }
 
 impl Backend {
@@ -62,19 +72,53 @@ impl Backend {
         Self::start_with_delay(name, delay).await
     }
 
+    /// A backend answering at once on `addr` (e.g. the port of a stopped backend,
+    /// to bring it back; tokio sets `SO_REUSEADDR`, so TIME_WAIT does not block).
+    /// Retries for up to 5 s while the address is still in use.
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Backend {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot bind backend {name} to {addr}: {e}"),
+            }
+        };
+        Self::serve(name, listener, Duration::ZERO)
+    }
+
     async fn start_with_delay(name: &str, delay: Duration) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(name, listener, delay)
+    }
+
+    fn serve(name: &str, listener: TcpListener, delay: Duration) -> Backend {
         let addr = listener.local_addr().unwrap();
         let config = Arc::new(Config {
             name: name.to_owned(),
             delay,
             stats: Stats::default(),
         });
-        let accept = tokio::spawn(accept_loop(listener, config.clone()));
+        let (stop, stopped) = oneshot::channel();
+        let accept = tokio::spawn(accept_loop(listener, config.clone(), stopped));
         Backend {
             addr,
             config,
             accept,
+            stop: Some(stop),
+        }
+    }
+
+    /// Takes the backend away as a crashed server would be: the listening socket
+    /// is closed (connecting is refused) and so is every open connection, with
+    /// requests in flight dropped unanswered. Returns once all are closed; the
+    /// counters stay readable.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            let _ = (&mut self.accept).await;
         }
     }
 
@@ -96,6 +140,11 @@ impl Backend {
     pub fn in_flight(&self) -> usize {
         self.config.stats.in_flight.load(Ordering::SeqCst)
     }
+
+    /// The most requests that were ever in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.config.stats.max_in_flight.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Backend {
@@ -104,22 +153,50 @@ impl Drop for Backend {
     }
 }
 
-async fn accept_loop(listener: TcpListener, config: Arc<Config>) {
-    while let Ok((stream, _)) = listener.accept().await {
+/// Serves until `stop` fires or its sender is dropped; the connections are tasks of
+/// this loop's `JoinSet`, so they end with it (also when the loop is aborted).
+async fn accept_loop(listener: TcpListener, config: Arc<Config>, mut stop: oneshot::Receiver<()>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
         config.stats.connections.fetch_add(1, Ordering::SeqCst);
         let config = config.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let svc = service_fn(move |req| {
                 let config = config.clone();
-                async move { Ok::<_, Infallible>(handle(&config, req).await) }
+                async move { handle(&config, req).await }
             });
-            // Errors here are clients going away; the tests observe those elsewhere.
+            // Errors here are clients going away (or `close`); the tests observe
+            // those elsewhere.
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
     }
+    drop(listener);
+    connections.shutdown().await;
 }
+
+/// Returned by the service for `close`: hyper then drops the connection without
+/// writing a response.
+#[derive(Debug)]
+struct CloseWithoutAnswer;
+
+impl std::fmt::Display for CloseWithoutAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closing without an answer, as asked")
+    }
+}
+
+impl std::error::Error for CloseWithoutAnswer {}
 
 /// Decrements the in-flight count however the handler ends (also on cancel).
 struct InFlight<'a>(&'a AtomicUsize);
@@ -130,13 +207,22 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn handle(config: &Config, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    config: &Config,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, CloseWithoutAnswer> {
     let stats = &config.stats;
     stats.requests.fetch_add(1, Ordering::SeqCst);
-    stats.in_flight.fetch_add(1, Ordering::SeqCst);
+    let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let _guard = InFlight(&stats.in_flight);
 
     let query = Query::parse(req.uri().query().unwrap_or(""));
+    if query.close {
+        // Read the whole body first, so the request was fully delivered.
+        let _ = req.into_body().collect().await;
+        return Err(CloseWithoutAnswer);
+    }
     let delay = query.sleep.unwrap_or(config.delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -161,7 +247,7 @@ async fn handle(config: &Config, req: Request<Incoming>) -> Response<Body> {
         headers.insert("x-resp-hop", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
     }
-    response
+    Ok(response)
 }
 
 async fn upload(mut body: Incoming) -> (StatusCode, Body) {
@@ -213,6 +299,7 @@ struct Query {
     upload: bool,
     echo: bool,
     hop: bool,
+    close: bool,
     status: Option<StatusCode>,
 }
 
@@ -227,6 +314,7 @@ impl Query {
                 "upload" => q.upload = true,
                 "echo" => q.echo = true,
                 "hop" => q.hop = true,
+                "close" => q.close = true,
                 "status" => {
                     q.status = value
                         .parse::<u16>()

@@ -13,12 +13,15 @@
 
 pub mod apiserver;
 pub mod backend;
+pub mod backend_process;
+pub mod balancing;
 pub mod binary;
 pub mod client;
 pub mod cluster;
 pub mod config_file;
 pub mod controller;
 pub mod k8s;
+pub mod load;
 pub mod pattern;
 pub mod process;
 pub mod raw;
@@ -27,6 +30,7 @@ pub mod util;
 pub mod ws;
 
 pub use backend::Backend;
+pub use backend_process::BackendProcess;
 pub use client::{HttpClient, Reply};
 pub use cluster::Cluster;
 pub use config_file::{Layout, forward_all};

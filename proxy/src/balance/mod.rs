@@ -403,6 +403,31 @@ mod tests {
         assert_eq!(pick(), "127.0.0.1:1");
     }
 
+    #[test]
+    fn a_heavy_endpoint_that_is_down_or_avoided_never_blocks_the_others() {
+        let runtime = Runtime::default();
+        let t = balancer(
+            &runtime,
+            "    endpoints: [{address: 127.0.0.1:1, weight: 10}, {address: 127.0.0.1:2, weight: 1}]\n",
+        );
+        let b = &t.backends[0].balancer;
+        let heavy = b.members().next().unwrap().state.clone();
+        let picks = |avoid: &[Arc<EndpointState>]| {
+            (0..50)
+                .map(|_| match b.try_lease(None, avoid) {
+                    Attempt::Leased(l) => l.endpoint().address.to_string(),
+                    _ => "none".into(),
+                })
+                .filter(|a| a != "127.0.0.1:2")
+                .count()
+        };
+        assert_eq!(picks(std::slice::from_ref(&heavy)), 0, "avoided");
+        heavy.set_up(false);
+        assert_eq!(picks(&[]), 0, "down");
+        heavy.set_up(true);
+        assert!(picks(&[]) > 40, "back");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn slow_start_ramps_a_returning_endpoint() {
         let runtime = Runtime::default();

@@ -8,6 +8,7 @@
 use super::endpoint::{Member, PickContext};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::sync::Mutex;
 use std::sync::atomic;
 
@@ -43,14 +44,11 @@ impl RoundRobin {
 
     pub fn pick(&self, members: &[Member], ctx: &PickContext<'_>) -> Option<usize> {
         let mut heap = self.heap.lock().unwrap_or_else(|e| e.into_inner());
-        // Full endpoints keep their turn (they are served first once free);
-        // they are set aside while the others are looked at.
-        let mut full = Vec::new();
+        // Endpoints that cannot take this request are set aside until an open
+        // one is found, so each is looked at once per pick.
+        let mut aside = Vec::new();
         let mut picked = None;
-        for _ in 0..heap.len() {
-            let Some(mut turn) = heap.peek_mut() else {
-                break;
-            };
+        while let Some(mut turn) = heap.peek_mut() {
             let member = &members[turn.ix as usize];
             if let Some(weight) = member.open(ctx) {
                 turn.due += step(weight);
@@ -61,15 +59,20 @@ impl RoundRobin {
                 picked = Some(turn.ix as usize);
                 break;
             }
-            if member.available(ctx) {
-                full.push(std::collections::binary_heap::PeekMut::pop(turn));
-            } else {
-                // Down, drained or excluded: it loses this turn rather than
-                // saving up turns for a burst when it returns.
+            let mut turn = PeekMut::pop(turn);
+            if !member.available(ctx) {
+                // Down, drained or avoided: it loses this turn rather than
+                // saving up turns for a burst when it returns. A full endpoint
+                // keeps its turn and is served first once a slot frees.
                 turn.due += step(member.weight);
+                member
+                    .state
+                    .rr_deadline
+                    .store(turn.due.to_bits(), atomic::Ordering::Relaxed);
             }
+            aside.push(turn);
         }
-        heap.extend(full);
+        heap.extend(aside);
         picked
     }
 }
