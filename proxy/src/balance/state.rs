@@ -29,10 +29,15 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// Forgets backends no table or request uses any more (once per compile,
+    /// not per lookup, which would be quadratic in the number of backends).
+    pub fn prune(&self) {
+        lock(&self.backends).retain(|_, b| b.strong_count() > 0);
+    }
+
     /// The state of backend `id`, shared with earlier tables that still have it.
     pub fn backend(&self, id: &str) -> Arc<BackendState> {
         let mut backends = lock(&self.backends);
-        backends.retain(|_, b| b.strong_count() > 0);
         if let Some(state) = backends.get(id).and_then(Weak::upgrade) {
             state.seen.store(true, Ordering::Relaxed);
             return state;
@@ -72,6 +77,11 @@ impl BackendState {
         }
     }
 
+    /// Forgets endpoints no table or request uses any more (once per compile).
+    pub fn prune(&self) {
+        lock(&self.endpoints).retain(|_, e| e.strong_count() > 0);
+    }
+
     /// The state of the endpoint at `address`, and whether it is new to a
     /// backend that served traffic before (so it should warm up).
     pub fn endpoint(
@@ -83,7 +93,6 @@ impl BackendState {
         if let Some(state) = endpoints.get(address).and_then(Weak::upgrade) {
             return (state, false);
         }
-        endpoints.retain(|_, e| e.strong_count() > 0);
         let state = Arc::new(EndpointState::new(address.clone(), authority.clone()));
         endpoints.insert(address.clone(), Arc::downgrade(&state));
         (state, self.seen.load(Ordering::Relaxed))

@@ -176,6 +176,7 @@ pub fn compile(table: RoutingTable, runtime: &Runtime) -> Result<CompiledTable, 
     let mut warnings = Vec::new();
     check_listener_identity(&table.listeners)?;
 
+    runtime.balance.prune();
     let backend_ix: BTreeMap<&str, BackendIx> = table
         .backends
         .keys()
@@ -431,6 +432,7 @@ fn compile_backend(
         &sanitized
     };
     let state = runtime.balance.backend(id);
+    state.prune();
     let mut members = Vec::with_capacity(backend.endpoints.len());
     for ep in &backend.endpoints {
         let mut weight = ep.weight;
