@@ -13,8 +13,8 @@ mod endpoint;
 mod first;
 mod hash_key;
 mod hash_map;
-mod hash_ring;
 mod least_conn;
+mod maglev;
 mod random;
 mod round_robin;
 mod schedule;
@@ -46,6 +46,8 @@ pub struct Balancer {
 struct Group {
     members: Vec<Member>,
     algorithm: Algorithm,
+    /// Which of the backend's cursors this group turns (0 primaries, 1 backups).
+    cursor: usize,
 }
 
 enum Algorithm {
@@ -56,7 +58,7 @@ enum Algorithm {
     Random(random::Random),
     MapHash(hash_map::MapHash),
     /// The map's schedule serves requests without a key, round robin.
-    Ring(hash_ring::Ring, hash_map::MapHash),
+    Maglev(maglev::Maglev, hash_map::MapHash),
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -108,15 +110,16 @@ impl Balancer {
     ) -> Self {
         let (backups, primaries): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, b)| *b);
         let strip = |v: Vec<(Member, bool)>| v.into_iter().map(|(m, _)| m).collect::<Vec<_>>();
-        let primary = Group::new(strip(primaries), &backend.balance);
+        let primary = Group::new(strip(primaries), &backend.balance, 0);
         let backup = (!backups.is_empty()).then(|| {
             let members = strip(backups);
             if backend.all_backups {
-                Group::new(members, &backend.balance)
+                Group::new(members, &backend.balance, 1)
             } else {
                 Group {
                     members,
                     algorithm: Algorithm::First,
+                    cursor: 1,
                 }
             }
         });
@@ -238,7 +241,7 @@ impl Balancer {
 const RACES: usize = 4;
 
 impl Group {
-    fn new(members: Vec<Member>, balance: &Balance) -> Self {
+    fn new(members: Vec<Member>, balance: &Balance, cursor: usize) -> Self {
         let algorithm = match balance {
             Balance::RoundRobin => Algorithm::RoundRobin(round_robin::RoundRobin::new(&members)),
             Balance::StaticRr => Algorithm::StaticRr(static_rr::StaticRoundRobin::new(&members)),
@@ -251,12 +254,16 @@ impl Group {
                 match options.hash {
                     HashMethod::Map => Algorithm::MapHash(map),
                     HashMethod::Consistent => {
-                        Algorithm::Ring(hash_ring::Ring::new(&members, options.bounded_load), map)
+                        Algorithm::Maglev(maglev::Maglev::new(&members, options.bounded_load), map)
                     }
                 }
             }
         };
-        Self { members, algorithm }
+        Self {
+            members,
+            algorithm,
+            cursor,
+        }
     }
 
     fn pick(
@@ -266,16 +273,19 @@ impl Group {
         ctx: &PickContext<'_>,
     ) -> Option<usize> {
         let members = &self.members;
+        let cursor = &state.cursors[self.cursor];
         match (&self.algorithm, hash) {
             (Algorithm::RoundRobin(rr), _) => rr.pick(members, ctx),
-            (Algorithm::StaticRr(s), _) => s.pick(&state.cursor, members, ctx),
-            (Algorithm::LeastConn, _) => least_conn::pick(&state.cursor, members, ctx),
+            (Algorithm::StaticRr(s), _) => s.pick(cursor, members, ctx),
+            (Algorithm::LeastConn, _) => least_conn::pick(cursor, members, ctx),
             (Algorithm::First, _) => first::pick(members, ctx),
             (Algorithm::Random(r), _) => r.pick(members, ctx),
             (Algorithm::MapHash(map), Some(h)) => map.pick(h, members, ctx),
-            (Algorithm::Ring(ring, _), Some(h)) => ring.pick(h, state.in_flight(), members, ctx),
-            (Algorithm::MapHash(map) | Algorithm::Ring(_, map), None) => {
-                map.schedule().next_open(&state.cursor, members, ctx)
+            (Algorithm::Maglev(table, _), Some(h)) => {
+                table.pick(h, state.in_flight(), members, ctx)
+            }
+            (Algorithm::MapHash(map) | Algorithm::Maglev(_, map), None) => {
+                map.schedule().next_open(cursor, members, ctx)
             }
         }
     }

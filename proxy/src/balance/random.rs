@@ -1,8 +1,10 @@
 //! `random`: power of two choices. Two weighted random draws (uniform positions
 //! in the weighted schedule); the one with fewer requests in flight relative to
-//! its weight wins. Nearly as even as least-connections, with no shared scan.
+//! its weight wins, the later draw on a tie (as HAProxy's `random(2)`), so idle
+//! endpoints are chosen in proportion to their weights. Nearly as even as
+//! least-connections under load, with no scan.
 
-use super::endpoint::{Member, PickContext, less_loaded};
+use super::endpoint::{Member, PickContext};
 use super::schedule::{Schedule, any_open};
 
 pub struct Random {
@@ -24,16 +26,17 @@ impl Random {
         if self.schedule.is_empty() {
             return None;
         }
-        let mut chosen: Option<(usize, (u64, u64))> = None;
+        // (member, in flight, weight)
+        let mut chosen: Option<(usize, u64, u64)> = None;
         let mut found = 0;
         for _ in 0..DRAWS {
             let ix = self.schedule.at(fastrand::usize(..self.schedule.len()));
             let Some(weight) = members[ix].open(ctx) else {
                 continue;
             };
-            let load = members[ix].load(weight);
-            if chosen.is_none_or(|(_, c)| less_loaded(load, c)) {
-                chosen = Some((ix, load));
+            let (busy, weight) = (u64::from(members[ix].state.in_flight()), u64::from(weight));
+            if chosen.is_none_or(|(_, c_busy, c_weight)| busy * c_weight <= c_busy * weight) {
+                chosen = Some((ix, busy, weight));
             }
             found += 1;
             if found == 2 {
@@ -41,7 +44,7 @@ impl Random {
             }
         }
         chosen
-            .map(|(ix, _)| ix)
+            .map(|(ix, _, _)| ix)
             .or_else(|| any_open(fastrand::usize(..), members, ctx))
     }
 }

@@ -56,8 +56,9 @@ pub struct BackendState {
     seen: AtomicBool,
     endpoints: Mutex<HashMap<EndpointAddress, Weak<EndpointState>>>,
     in_flight: AtomicU32,
-    /// Round-robin position for schedules and tie-breaking.
-    pub(super) cursor: AtomicUsize,
+    /// Round-robin positions for schedules and tie-breaking: one for the
+    /// primaries, one for the backups, so one group's turns do not move the other's.
+    pub(super) cursors: [AtomicUsize; 2],
     queue: Mutex<VecDeque<oneshot::Sender<Lease>>>,
     /// Entries in `queue`, readable without the lock on every release.
     queued: AtomicUsize,
@@ -71,7 +72,7 @@ impl BackendState {
             seen: AtomicBool::new(false),
             endpoints: Mutex::new(HashMap::new()),
             in_flight: AtomicU32::new(0),
-            cursor: AtomicUsize::new(0),
+            cursors: [AtomicUsize::new(0), AtomicUsize::new(0)],
             queue: Mutex::new(VecDeque::new()),
             queued: AtomicUsize::new(0),
         }
