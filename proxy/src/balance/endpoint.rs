@@ -136,14 +136,6 @@ pub struct PickContext<'a> {
     pub exclude: &'a [Arc<EndpointState>],
 }
 
-impl PickContext<'_> {
-    pub const NONE: PickContext<'static> = PickContext {
-        now_ms: None,
-        slow_start_ms: 0,
-        exclude: &[],
-    };
-}
-
 impl Member {
     /// Up, not drained and not excluded: it counts as available even when full.
     pub fn available(&self, ctx: &PickContext<'_>) -> bool {

@@ -145,6 +145,15 @@ impl Balancer {
         self.primary.members.iter().chain(backups)
     }
 
+    /// The clock (read only when slow start needs it) and the endpoints to avoid.
+    fn context<'a>(&self, avoid: &'a [Arc<EndpointState>]) -> PickContext<'a> {
+        PickContext {
+            now_ms: (self.slow_start_ms > 0).then(|| self.state.now_ms()),
+            slow_start_ms: self.slow_start_ms,
+            exclude: avoid,
+        }
+    }
+
     /// What the balancer sees now, for the admin endpoint.
     pub fn status(&self) -> BackendStatus {
         let endpoints = |group: &Group, backup: bool| {
@@ -155,11 +164,7 @@ impl Balancer {
                     address: m.state.address.to_string(),
                     up: m.state.is_up(),
                     weight: m.weight,
-                    effective_weight: m.effective_weight(&PickContext {
-                        now_ms: (self.slow_start_ms > 0).then(|| self.state.now_ms()),
-                        slow_start_ms: self.slow_start_ms,
-                        exclude: &[],
-                    }),
+                    effective_weight: m.effective_weight(&self.context(&[])),
                     backup,
                     max_conn: (m.max_conn > 0).then_some(m.max_conn),
                     in_flight: m.state.in_flight(),
@@ -221,11 +226,7 @@ impl Balancer {
     /// One look at the endpoints: primaries, then backups when no primary is
     /// available.
     pub fn try_lease(&self, hash: Option<u64>, avoid: &[Arc<EndpointState>]) -> Attempt {
-        let ctx = PickContext {
-            now_ms: (self.slow_start_ms > 0).then(|| self.state.now_ms()),
-            slow_start_ms: self.slow_start_ms,
-            exclude: avoid,
-        };
+        let ctx = self.context(avoid);
         for group in std::iter::once(&self.primary).chain(&self.backup) {
             match group.try_lease(&self.state, hash, &ctx) {
                 Attempt::Unavailable => continue,

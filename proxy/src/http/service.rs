@@ -281,7 +281,7 @@ async fn forward(
                 }
             },
         };
-        let endpoint = lease.endpoint().clone();
+        let endpoint = lease.endpoint();
         let last = attempt >= backend.retries;
         let (request_body, returned) = match body.take() {
             Some(b) if !last => {
@@ -348,7 +348,7 @@ async fn forward(
               endpoint = %endpoint.address, attempt, redispatch = backend.redispatch, "retrying: {failure}");
         body = returned;
         if backend.redispatch {
-            avoid.push(endpoint);
+            avoid.push(endpoint.clone());
             drop(lease);
         } else {
             kept = Some(lease);
