@@ -25,7 +25,7 @@ use std::sync::Arc;
 // ---------------------------------------------------------------------------
 // Building balancers
 
-/// Endpoint `i` of an address block chosen by `base`, so the Maglev tables
+/// Endpoint `i` of an address block chosen by `base`, so the slot tables
 /// (which hash the addresses) differ from case to case.
 fn address(base: u32, i: usize) -> SocketAddr {
     let ip = Ipv4Addr::from(0x0a00_0000 + base * 64 + i as u32);
@@ -273,8 +273,8 @@ proptest! {
         check_shares(&counts, &weights)?;
     }
 
-    /// Consistent hashing (Maglev) over uniformly random keys, random weights:
-    /// each endpoint's share of the table follows its weight to within a slot.
+    /// Consistent hashing over uniformly random keys, random weights: every slot
+    /// of the table is a weighted draw, so shares follow the weights.
     #[test]
     fn consistent_picks_follow_weights(
         weights in weights(50),
@@ -545,10 +545,13 @@ fn random_keys(seed: u64, n: usize) -> Vec<u64> {
 }
 
 /// Keys whose endpoint differs between `with` (all endpoints) and `without`
-/// (all but one). Maglev also re-deals a few slots between endpoints that stay,
-/// so these count every move, not only the keys of the endpoint that changed.
-fn moved_keys(with: &[SocketAddr], without: &[SocketAddr]) -> usize {
-    with.iter().zip(without).filter(|(a, b)| a != b).count()
+/// (all but `x`): all of them, and those that moved between two endpoints
+/// other than `x` (none: a slot changes owner only when its owner leaves or a
+/// newcomer outscores it).
+fn moved_keys(with: &[SocketAddr], without: &[SocketAddr], x: SocketAddr) -> (usize, usize) {
+    let moved = with.iter().zip(without).filter(|(a, b)| a != b);
+    let between = moved.clone().filter(|(a, _)| **a != x).count();
+    (moved.count(), between)
 }
 
 proptest! {
@@ -571,7 +574,8 @@ proptest! {
         others.remove(x);
         let with = consistent_picks(&all, base, &keys, None);
         let without = consistent_picks(&others, base, &keys, None);
-        let moved = moved_keys(&with, &without);
+        let (moved, between) = moved_keys(&with, &without, address(base, x));
+        prop_assert_eq!(between, 0, "keys moved between endpoints that stayed");
         let fraction = moved as f64 / KEYS as f64;
         prop_assert!(fraction <= 2.0 / n as f64, "{moved} of {KEYS} keys moved, N = {n}");
     }
@@ -600,7 +604,8 @@ proptest! {
         let x = weights.len() - 1;
         let with = consistent_picks(&all, base, &keys, None);
         let without = consistent_picks(&all[..x], base, &keys, None);
-        let moved = moved_keys(&with, &without);
+        let (moved, between) = moved_keys(&with, &without, address(base, x));
+        prop_assert_eq!(between, 0, "keys moved between endpoints that stayed");
         let share = f64::from(extra) / f64::from(weights.iter().sum::<u32>());
         let fraction = moved as f64 / KEYS as f64;
         prop_assert!(
@@ -839,7 +844,8 @@ proptest! {
         let grown = vec![weight; n + 1];
         let after = compile_on(&runtime, backend(keyed(kind, HashMethod::Consistent), endpoints(base, &grown)));
         drop(before);
-        let moved = moved_keys(&requests.picks(&after), &picks);
+        let (moved, between) = moved_keys(&requests.picks(&after), &picks, address(base, n));
+        prop_assert_eq!(between, 0, "keys moved between endpoints that stayed");
         let fraction = moved as f64 / 2_000.0;
         prop_assert!(fraction <= 2.0 / (n + 1) as f64, "{moved} of 2000 moved, N = {}", n + 1);
     }

@@ -14,8 +14,8 @@ mod first;
 mod hash_key;
 mod hash_map;
 mod least_conn;
-mod maglev;
 mod random;
+mod rendezvous;
 mod round_robin;
 mod schedule;
 mod state;
@@ -58,7 +58,7 @@ enum Algorithm {
     Random(random::Random),
     MapHash(hash_map::MapHash),
     /// The map's schedule serves requests without a key, round robin.
-    Maglev(maglev::Maglev, hash_map::MapHash),
+    Consistent(rendezvous::Rendezvous, hash_map::MapHash),
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -110,11 +110,11 @@ impl Balancer {
     ) -> Self {
         let (backups, primaries): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, b)| *b);
         let strip = |v: Vec<(Member, bool)>| v.into_iter().map(|(m, _)| m).collect::<Vec<_>>();
-        let primary = Group::new(strip(primaries), &backend.balance, 0);
+        let primary = Group::new(strip(primaries), &backend.balance, &state, 0);
         let backup = (!backups.is_empty()).then(|| {
             let members = strip(backups);
             if backend.all_backups {
-                Group::new(members, &backend.balance, 1)
+                Group::new(members, &backend.balance, &state, 1)
             } else {
                 Group {
                     members,
@@ -242,7 +242,7 @@ impl Balancer {
 const RACES: usize = 4;
 
 impl Group {
-    fn new(members: Vec<Member>, balance: &Balance, cursor: usize) -> Self {
+    fn new(members: Vec<Member>, balance: &Balance, state: &BackendState, cursor: usize) -> Self {
         let algorithm = match balance {
             Balance::RoundRobin => Algorithm::RoundRobin(round_robin::RoundRobin::new(&members)),
             Balance::StaticRr => Algorithm::StaticRr(static_rr::StaticRoundRobin::new(&members)),
@@ -254,9 +254,14 @@ impl Group {
                 let map = hash_map::MapHash::new(&members);
                 match options.hash {
                     HashMethod::Map => Algorithm::MapHash(map),
-                    HashMethod::Consistent => {
-                        Algorithm::Maglev(maglev::Maglev::new(&members, options.bounded_load), map)
-                    }
+                    HashMethod::Consistent => Algorithm::Consistent(
+                        rendezvous::Rendezvous::new(
+                            &members,
+                            options.bounded_load,
+                            &state.slot_caches[cursor],
+                        ),
+                        map,
+                    ),
                 }
             }
         };
@@ -282,10 +287,10 @@ impl Group {
             (Algorithm::First, _) => first::pick(members, ctx),
             (Algorithm::Random(r), _) => r.pick(members, ctx),
             (Algorithm::MapHash(map), Some(h)) => map.pick(h, members, ctx),
-            (Algorithm::Maglev(table, _), Some(h)) => {
+            (Algorithm::Consistent(table, _), Some(h)) => {
                 table.pick(h, state.in_flight(), members, ctx)
             }
-            (Algorithm::MapHash(map) | Algorithm::Maglev(_, map), None) => {
+            (Algorithm::MapHash(map) | Algorithm::Consistent(_, map), None) => {
                 map.schedule().next_open(cursor, members, ctx)
             }
         }

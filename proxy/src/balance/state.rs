@@ -5,6 +5,7 @@
 //! a swap that keeps a backend keeps its counts, positions and queue.
 
 use super::endpoint::EndpointState;
+use super::rendezvous::SlotCache;
 use crate::table::EndpointAddress;
 use http::uri::Authority;
 use std::collections::{HashMap, VecDeque};
@@ -59,6 +60,9 @@ pub struct BackendState {
     /// Round-robin positions for schedules and tie-breaking: one for the
     /// primaries, one for the backups, so one group's turns do not move the other's.
     pub(super) cursors: [AtomicUsize; 2],
+    /// Consistent-hashing tables of the primaries and the backups, reused while
+    /// their endpoints and weights stay the same.
+    pub(super) slot_caches: [SlotCache; 2],
     queue: Mutex<VecDeque<oneshot::Sender<Lease>>>,
     /// Entries in `queue`, readable without the lock on every release.
     queued: AtomicUsize,
@@ -73,6 +77,7 @@ impl BackendState {
             endpoints: Mutex::new(HashMap::new()),
             in_flight: AtomicU32::new(0),
             cursors: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            slot_caches: Default::default(),
             queue: Mutex::new(VecDeque::new()),
             queued: AtomicUsize::new(0),
         }
