@@ -212,3 +212,18 @@ pub fn describe_samples(samples: &[&Sample]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Waits (up to 5 s) until `path` answers 200: a rewritten table that added a
+/// route to it is live.
+pub async fn wait_until_served(client: &HttpClient, listen: SocketAddr, path: &str) {
+    eventually(
+        &format!("{path} to be served"),
+        Duration::from_secs(5),
+        || async {
+            let r = fetch(client, listen, None, path).await.ok()?;
+            (r.status == StatusCode::OK).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -9,9 +9,8 @@
 // clippy allows unwrap in #[test] fns only; helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use http::StatusCode;
 use sluice_e2e::balancing::*;
-use sluice_e2e::client::{self, fetch};
+use sluice_e2e::client::{self};
 use sluice_e2e::{Backend, ProxyProcess, eventually, free_addr};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -201,16 +200,7 @@ async fn header_and_uri_hashing_is_sticky_and_survives_a_reload() {
 
     // A rewrite that keeps the endpoints (adds a route) keeps every key's endpoint.
     proxy.rewrite(&table("reloaded")).unwrap();
-    eventually(
-        "the rewritten table to be live",
-        Duration::from_secs(5),
-        || async {
-            let r = fetch(&client, listen, None, "/reloaded").await.ok()?;
-            (r.status == StatusCode::OK).then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    wait_until_served(&client, listen, "/reloaded").await;
     let again = sticky_map(&client, listen, "/user", &users, |u| {
         ("/user".into(), Some(u.clone()))
     })

@@ -163,16 +163,7 @@ async fn health_and_max_conn_state_survive_a_table_rewrite() {
     let held_since = Instant::now();
 
     proxy.rewrite(&table(&["hc", "one", "reloaded"])).unwrap();
-    eventually(
-        "the rewritten table to be live",
-        Duration::from_secs(5),
-        || async {
-            let r = fetch(&client, listen, None, "/reloaded").await.ok()?;
-            (r.status == StatusCode::OK).then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    wait_until_served(&client, listen, "/reloaded").await;
     assert!(
         held_since.elapsed() < HOLD / 2,
         "the reload took too long for the test to mean anything"

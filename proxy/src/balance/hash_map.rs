@@ -13,9 +13,8 @@ pub struct MapHash {
 
 impl MapHash {
     pub fn new(members: &[Member]) -> Self {
-        let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
         Self {
-            schedule: Schedule::new(&weights),
+            schedule: Schedule::of(members),
         }
     }
 

@@ -16,9 +16,8 @@ const DRAWS: usize = 8;
 
 impl Random {
     pub fn new(members: &[Member]) -> Self {
-        let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
         Self {
-            schedule: Schedule::new(&weights),
+            schedule: Schedule::of(members),
         }
     }
 

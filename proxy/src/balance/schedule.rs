@@ -45,6 +45,12 @@ impl Schedule {
         }
     }
 
+    /// The schedule of `members` by their table weights.
+    pub fn of(members: &[Member]) -> Self {
+        let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
+        Self::new(&weights)
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }

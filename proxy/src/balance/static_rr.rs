@@ -12,9 +12,8 @@ pub struct StaticRoundRobin {
 
 impl StaticRoundRobin {
     pub fn new(members: &[Member]) -> Self {
-        let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
         Self {
-            schedule: Schedule::new(&weights),
+            schedule: Schedule::of(members),
         }
     }
 
