@@ -1,8 +1,8 @@
 //! Backends: endpoints and how requests are spread over them (HAProxy's `backend`
 //! section: `balance`, server `weight`/`backup`/`maxconn`, `maxqueue`, `retries`,
-//! `option redispatch`, `slowstart`, `check inter rise fall`).
+//! `option redispatch`, `slowstart`; checks are in `health.rs`).
 
-use super::{Duration, EndpointAddress, HeaderNameText, SourceRef};
+use super::{Duration, EndpointAddress, HeaderNameText, HealthCheck, PassiveCheck, SourceRef};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,14 @@ pub struct Backend {
     /// Active checks that take failing endpoints out of rotation (`check`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Failures of real traffic eject an endpoint for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_check: Option<PassiveCheck>,
+    /// An idempotent request without a body whose response timed out is sent
+    /// to another endpoint (within `retries`), as nginx's `proxy_next_upstream
+    /// timeout` and HAProxy's `retry-on response-timeout`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_on_timeout: bool,
 }
 
 fn default_retries() -> u32 {
@@ -71,6 +79,8 @@ impl Default for Backend {
             all_backups: false,
             max_queue: None,
             health_check: None,
+            passive_check: None,
+            retry_on_timeout: false,
         }
     }
 }
@@ -292,29 +302,6 @@ impl Default for BackendTimeouts {
     }
 }
 
-/// An active check (`check inter … timeout … rise … fall …`): a TCP connection to
-/// the endpoint. An endpoint is down after `fall` failures in a row and up again
-/// after `rise` successes; endpoints start up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthCheck {
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
-}
-
-impl Default for HealthCheck {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
-            rise: 2,
-            fall: 3,
-        }
-    }
-}
-
 impl Backend {
     /// Settings that cannot work, as (field path below the backend, message). A
     /// table file with any is refused by `check`; the compiler serves such a
@@ -354,14 +341,13 @@ impl Backend {
             }
         }
         if let Some(check) = &self.health_check {
-            if check.rise == 0 || check.fall == 0 {
-                push("health_check", "rise and fall must be at least 1".into());
+            for (field, message) in check.problems() {
+                push(&format!("health_check.{field}"), message);
             }
-            if check.interval.as_millis() == 0 || check.timeout.as_millis() == 0 {
-                push(
-                    "health_check",
-                    "interval and timeout must be above 0".into(),
-                );
+        }
+        if let Some(passive) = &self.passive_check {
+            for (field, message) in passive.problems() {
+                push(&format!("passive_check.{field}"), message);
             }
         }
         out

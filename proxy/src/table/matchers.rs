@@ -244,6 +244,9 @@ impl MethodName {
         }
         Ok(Self(name.to_owned()))
     }
+    pub fn get() -> Self {
+        Self("GET".into())
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -10,6 +10,7 @@ mod address;
 mod backend;
 pub(crate) mod check;
 mod duration;
+mod health;
 mod load;
 mod matchers;
 mod pattern;
@@ -23,9 +24,13 @@ pub use actions::{
 };
 pub use backend::{
     Backend, BackendProtocol, BackendTimeouts, Balance, Endpoint, HashMethod, HashOptions,
-    HeaderHash, HealthCheck, MAX_WEIGHT, NamedHash, UriHash,
+    HeaderHash, MAX_WEIGHT, NamedHash, UriHash,
 };
 pub use check::{TableError, check};
+pub use health::{
+    HealthCheck, HexBytes, HttpProbe, InitialState, MysqlProbe, PassiveCheck, PostgresProbe, Probe,
+    RedisProbe, SendExpect, StatusRange, Step, TlsProbe,
+};
 pub use matchers::{
     Condition, HeaderMatch, HeaderNameText, MethodName, PathMatch, QueryMatch, ValueTest,
 };
@@ -35,7 +40,7 @@ pub use address::EndpointAddress;
 pub use duration::Duration;
 pub use ipnet::IpNet;
 pub use load::{LoadError, from_yaml_bytes, from_yaml_file, from_yaml_str, to_yaml};
-pub use secret::{Certificate, PrivateKeyPem};
+pub use secret::{Certificate, PrivateKeyPem, SecretText};
 pub use validate::host as validate_host;
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,6 @@
-//! Certificates and private keys in the table. Keys are write-only: `Debug` and
-//! serialisation (golden files, `/debug/table`, logs) never show their bytes.
+//! Certificates, private keys and passwords in the table. Secrets are write-only:
+//! `Debug` and serialisation (golden files, `/debug/table`, logs) never show
+//! their bytes.
 
 use super::SourceRef;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -17,10 +18,14 @@ pub struct Certificate {
     pub private_key: PrivateKeyPem,
 }
 
-#[derive(Clone, PartialEq, Eq)]
-pub struct PrivateKeyPem(String);
+/// A private key in PEM.
+pub type PrivateKeyPem = SecretText;
 
-impl PrivateKeyPem {
+/// Text that is never shown (keys, passwords).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(String);
+
+impl SecretText {
     pub fn new(pem: String) -> Self {
         Self(pem)
     }
@@ -32,19 +37,19 @@ impl PrivateKeyPem {
     }
 }
 
-impl std::fmt::Debug for PrivateKeyPem {
+impl std::fmt::Debug for SecretText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.redacted())
     }
 }
 
-impl Serialize for PrivateKeyPem {
+impl Serialize for SecretText {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.redacted())
     }
 }
 
-impl<'de> Deserialize<'de> for PrivateKeyPem {
+impl<'de> Deserialize<'de> for SecretText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d).map(Self)
     }
