@@ -98,7 +98,7 @@ impl Proxy {
             }
         }
 
-        crate::health::start_checks(&compiled);
+        crate::health::start_checks(&compiled, &self.runtime.checks);
         self.table.store(Arc::new(compiled));
         self.ready.store(true, Ordering::Release);
 

@@ -1,20 +1,31 @@
 //! What the proxy knows about one endpoint of one backend at run time: requests in
-//! flight, whether checks say it is up, when its slow start began. It lives in
+//! flight, whether checks say it is up or traffic ejected it, when its slow
+//! start began. It lives in
 //! the backend's runtime state, keyed by address, so it outlives table swaps;
 //! each compiled table holds an `Arc` to it beside its own weight and limit.
 
-use crate::table::{EndpointAddress, HealthCheck};
+use crate::health::HealthSlot;
+use crate::table::EndpointAddress;
 use http::uri::Authority;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use tokio_util::sync::CancellationToken;
 
 pub struct EndpointState {
     pub address: EndpointAddress,
     /// `ip:port` pre-rendered once for request URIs.
     pub authority: Authority,
     in_flight: AtomicU32,
+    /// Requests sent here, ever (for the admin output).
+    requests: AtomicU64,
+    /// Active checks say up (always, without checks).
     up: AtomicBool,
+    /// Passive checks took it out for a while.
+    pub(crate) ejected: AtomicBool,
+    /// Failures of real traffic in a row, and ejections so far.
+    pub(crate) consecutive_failures: AtomicU32,
+    pub(crate) ejections: AtomicU64,
     /// Milliseconds since the registry's epoch, plus one, when the weight
     /// started ramping up; 0 when not ramping.
     ramp_from: AtomicU64,
@@ -24,14 +35,15 @@ pub struct EndpointState {
     max_conn: AtomicU32,
     /// Round-robin virtual deadline (f64 bits), so a new table resumes the turn.
     pub(super) rr_deadline: AtomicU64,
-    pub(crate) check: Mutex<CheckSlot>,
+    pub(crate) health: Mutex<HealthSlot>,
+    /// Cancelled when the state is dropped, so its check task ends at once.
+    pub(crate) gone: CancellationToken,
 }
 
-/// The health check the latest table asks for, and whether a task runs it.
-#[derive(Default)]
-pub(crate) struct CheckSlot {
-    pub config: Option<HealthCheck>,
-    pub running: bool,
+impl Drop for EndpointState {
+    fn drop(&mut self) {
+        self.gone.cancel();
+    }
 }
 
 impl EndpointState {
@@ -40,12 +52,17 @@ impl EndpointState {
             address,
             authority,
             in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
             up: AtomicBool::new(true),
+            ejected: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU64::new(0),
             ramp_from: AtomicU64::new(0),
             weight: AtomicU32::new(1),
             max_conn: AtomicU32::new(0),
             rr_deadline: AtomicU64::new(0),
-            check: Mutex::new(CheckSlot::default()),
+            health: Mutex::new(HealthSlot::default()),
+            gone: CancellationToken::new(),
         }
     }
 
@@ -53,8 +70,23 @@ impl EndpointState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// May take new requests: checks say up and traffic did not eject it.
+    #[inline]
     pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// What active checks say, ejection aside.
+    pub fn checks_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
     }
 
     /// Marks the endpoint up or down; returns true when that changed it.
@@ -99,13 +131,17 @@ impl EndpointState {
     pub(super) fn try_acquire(&self, max_conn: u32) -> bool {
         if max_conn == 0 {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
-            return true;
-        }
-        self.in_flight
+        } else if self
+            .in_flight
             .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| {
                 (n < max_conn).then_some(n + 1)
             })
-            .is_ok()
+            .is_err()
+        {
+            return false;
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// A slot under the latest table's limit, for queue hand-off.

@@ -80,6 +80,13 @@ pub struct EndpointStatus {
     pub backup: bool,
     pub max_conn: Option<u32>,
     pub in_flight: u32,
+    /// Requests sent to it so far.
+    pub requests: u64,
+    /// The active check's latest results; null when unchecked.
+    pub check: Option<crate::health::CheckStatus>,
+    /// Passive checks took it out for a while.
+    pub ejected: bool,
+    pub ejections: u64,
 }
 
 /// Why no endpoint was given.
@@ -140,6 +147,15 @@ impl Balancer {
         self.key.as_ref()?.hash(facts)
     }
 
+    /// Primaries and backups.
+    pub fn len(&self) -> usize {
+        self.primary.members.len() + self.backup.as_ref().map_or(0, |g| g.members.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         let backups = self.backup.iter().flat_map(|g| g.members.iter());
         self.primary.members.iter().chain(backups)
@@ -168,6 +184,15 @@ impl Balancer {
                     backup,
                     max_conn: (m.max_conn > 0).then_some(m.max_conn),
                     in_flight: m.state.in_flight(),
+                    requests: m.state.requests(),
+                    check: m
+                        .state
+                        .health
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .status(),
+                    ejected: m.state.is_ejected(),
+                    ejections: m.state.ejections.load(std::sync::atomic::Ordering::Relaxed),
                 })
                 .collect::<Vec<_>>()
         };

@@ -66,6 +66,8 @@ pub struct BackendState {
     queue: Mutex<VecDeque<oneshot::Sender<Lease>>>,
     /// Entries in `queue`, readable without the lock on every release.
     queued: AtomicUsize,
+    /// Endpoints passive checks have ejected now.
+    ejected: AtomicU32,
 }
 
 impl BackendState {
@@ -80,6 +82,7 @@ impl BackendState {
             slot_caches: Default::default(),
             queue: Mutex::new(VecDeque::new()),
             queued: AtomicUsize::new(0),
+            ejected: AtomicU32::new(0),
         }
     }
 
@@ -112,6 +115,21 @@ impl BackendState {
     /// Requests in flight across the backend's endpoints.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more ejected endpoint if fewer than `limit` are.
+    pub fn try_count_ejection(&self, limit: u32) -> bool {
+        self.ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn uncount_ejection(&self) {
+        let _ = self
+            .ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     pub fn queued(&self) -> usize {

@@ -21,7 +21,8 @@ pub use router::{HostRouter, RouteIx, RouteMatch, normalize_host};
 use crate::balance::{Balancer, Member};
 use crate::runtime::Runtime;
 use crate::table::{
-    self, Backend, BackendTimeouts, HealthCheck, IpNet, Listener, RoutingTable, SourceRef,
+    self, Backend, BackendTimeouts, HealthCheck, IpNet, Listener, PassiveCheck, RoutingTable,
+    SourceRef,
 };
 use crate::upstream::Upstream;
 use http::uri::Authority;
@@ -140,6 +141,8 @@ pub struct CompiledBackend {
     pub retries: u32,
     pub redispatch: bool,
     pub health_check: Option<HealthCheck>,
+    pub passive_check: Option<PassiveCheck>,
+    pub retry_on_timeout: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -488,7 +491,9 @@ fn compile_backend(
         upstream: runtime.upstreams.get(backend.protocol, &backend.timeouts),
         retries: backend.retries,
         redispatch: backend.redispatch,
-        health_check: backend.health_check,
+        health_check: backend.health_check.clone(),
+        passive_check: backend.passive_check,
+        retry_on_timeout: backend.retry_on_timeout,
     }
 }
 
@@ -500,6 +505,8 @@ fn without_problems(backend: &Backend, problems: &[(String, String)]) -> Backend
             fixed.balance = table::Balance::default();
         } else if field.starts_with("health_check") {
             fixed.health_check = None;
+        } else if field.starts_with("passive_check") {
+            fixed.passive_check = None;
         } else if let Some(ix) = field
             .strip_prefix("endpoints[")
             .and_then(|rest| rest.split_once(']'))

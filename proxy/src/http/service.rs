@@ -10,6 +10,7 @@ use crate::compile::{
     CompiledAction, CompiledBackend, CompiledRewrite, CompiledRoute, FixedResponse, HttpListener,
     ListenerKind, RedirectInput, RequestFacts, canonical_client, normalize_host, normalize_path,
 };
+use crate::health::{self, Outcome};
 use crate::server::Proxy;
 use crate::table::Scheme;
 use bytes::Bytes;
@@ -318,6 +319,10 @@ async fn forward(
             tokio::time::timeout(timeout.to_std(), backend.upstream.request(upstream_req)).await;
         let err = match result {
             Ok(Ok(response)) => {
+                if let Some(check) = &backend.passive_check {
+                    let outcome = Outcome::of_status(response.status().as_u16(), check);
+                    health::record(&backend.balancer, check, endpoint, outcome);
+                }
                 let exchange = Exchange {
                     listener_name,
                     listener,
@@ -326,18 +331,33 @@ async fn forward(
                 };
                 return respond(exchange, response, lease, client_upgrade);
             }
-            Ok(Err(e)) => e,
-            Err(_) => {
-                // The backend may be working on it: never sent again.
-                let err = ProxyError::ResponseTimeout(timeout);
-                warn!(listener = listener_name, route = %route.name, backend = %backend.id,
-                      endpoint = %endpoint.address, status = 504, "{err}");
-                return error_response(listener, err);
-            }
+            Ok(Err(e)) => Failed::Upstream(e),
+            Err(_) => Failed::Timeout,
         };
-        let returned = returned.and_then(|mut rx| rx.try_recv().ok());
-        let failure = ProxyError::from_client(&err);
-        let can_replay = replayable(err.is_connect(), idempotent, bodyless, returned.is_some());
+        let (failure, can_replay, returned) = match err {
+            Failed::Upstream(err) => {
+                let returned = returned.and_then(|mut rx| rx.try_recv().ok());
+                let can_replay =
+                    replayable(err.is_connect(), idempotent, bodyless, returned.is_some());
+                (ProxyError::from_client(&err), can_replay, returned)
+            }
+            // The backend may be working on it: sent again only when asked,
+            // and only if doing it twice cannot differ from once.
+            Failed::Timeout => (
+                ProxyError::ResponseTimeout(timeout),
+                backend.retry_on_timeout && idempotent && bodyless,
+                None,
+            ),
+        };
+        if let Some(check) = &backend.passive_check {
+            let reason = failure.to_string();
+            health::record(
+                &backend.balancer,
+                check,
+                endpoint,
+                Outcome::Failure(&reason),
+            );
+        }
         if last || !can_replay {
             warn!(listener = listener_name, route = %route.name, backend = %backend.id,
                   endpoint = %endpoint.address, status = failure.status().as_u16(), attempts = attempt + 1, "{failure}");
@@ -354,6 +374,12 @@ async fn forward(
             kept = Some(lease);
         }
     }
+}
+
+/// How an attempt failed before a response arrived.
+enum Failed {
+    Upstream(hyper_util::client::legacy::Error),
+    Timeout,
 }
 
 /// Whether a failed request may be sent again. When the connection failed,
