@@ -4,12 +4,15 @@
 
 mod balance;
 mod headers;
+mod health;
 mod redirect;
 
 pub use redirect::IngressRedirect;
 
 use ipnet::IpNet;
-use sluice_proxy::table::{BackendProtocol, Balance, Duration, HeaderEdits};
+use sluice_proxy::table::{
+    BackendProtocol, Balance, Duration, HeaderEdits, HealthCheck, PassiveCheck,
+};
 use std::collections::BTreeMap;
 
 pub const PREFIX: &str = "sluice.dev/";
@@ -40,6 +43,11 @@ pub struct IngressAnnotations {
     pub slow_start: Option<Duration>,
     pub retries: Option<u32>,
     pub redispatch: Option<bool>,
+    /// `health-check*`: active checks of the Ingress's backends.
+    pub health_check: Option<HealthCheck>,
+    /// `passive-check*`: ejection on failures of real traffic.
+    pub passive_check: Option<PassiveCheck>,
+    pub retry_on_timeout: Option<bool>,
 }
 
 impl IngressAnnotations {
@@ -53,6 +61,9 @@ impl IngressAnnotations {
             || self.slow_start.is_some()
             || self.retries.is_some()
             || self.redispatch.is_some()
+            || self.health_check.is_some()
+            || self.passive_check.is_some()
+            || self.retry_on_timeout.is_some()
     }
 
     /// Whether some clients are refused (`allow-cidrs` or `deny-cidrs`).
@@ -93,12 +104,13 @@ pub fn parse(
     };
     let mut redirects = redirect::RedirectAnnotations::default();
     let mut balancing = balance::BalanceAnnotations::default();
+    let mut health = health::HealthAnnotations::default();
     for (key, raw) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else {
             continue;
         };
         let value = raw.trim();
-        if redirects.take(name, value) || balancing.take(name, value) {
+        if redirects.take(name, value) || balancing.take(name, value) || health.take(name, value) {
             continue;
         }
         let result = match name {
@@ -118,6 +130,7 @@ pub fn parse(
             "slow-start" => parse_duration(value).map(|v| out.slow_start = Some(v)),
             "retries" => parse_retries(value).map(|v| out.retries = Some(v)),
             "redispatch" => parse_bool(value).map(|v| out.redispatch = Some(v)),
+            "retry-on-timeout" => parse_bool(value).map(|v| out.retry_on_timeout = Some(v)),
             "allow-cidrs" => {
                 let nets = parse_cidrs(key, value, warnings);
                 if nets.is_empty() {
@@ -156,6 +169,7 @@ pub fn parse(
     }
     out.redirect = redirects.resolve(warnings);
     out.balance = balancing.resolve(warnings);
+    (out.health_check, out.passive_check) = health.resolve(warnings);
     if let Some(redirect) = &out.redirect {
         // Nothing is forwarded from a redirecting route. Backend options stay: they
         // still apply to the Ingress's defaultBackend, if it has one.

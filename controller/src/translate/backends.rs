@@ -1,6 +1,7 @@
 //! Ingress backend → table backend: Service port (by number or name) → EndpointSlice
-//! ports → ready endpoints; terminating-but-serving endpoints only when nothing else
-//! is; ExternalName Services by name.
+//! ports → ready endpoints; terminating-but-serving endpoints drained (weight 0:
+//! no new requests, those in flight finish), or serving when nothing is ready;
+//! ExternalName Services by name.
 
 use super::annotations::IngressAnnotations;
 use crate::snapshot::{ObjectKey, Snapshot};
@@ -157,6 +158,11 @@ impl<'a> Resolver<'a> {
             retries: options.retries.unwrap_or(defaults.retries),
             redispatch: options.redispatch.unwrap_or(defaults.redispatch),
             slow_start: options.slow_start.or(defaults.slow_start),
+            health_check: options.health_check.clone(),
+            passive_check: options.passive_check,
+            retry_on_timeout: options
+                .retry_on_timeout
+                .unwrap_or(defaults.retry_on_timeout),
             ..defaults
         };
         self.backends.push((id.clone(), backend));
@@ -256,15 +262,26 @@ fn endpoints_for(
             }
         }
     }
-    let mut chosen = if ready.is_empty() { draining } else { ready };
-    chosen.sort_unstable();
-    chosen.dedup();
-    if chosen.is_empty() {
-        problems.push(format!(
-            "Service {key} port {port} has no ready endpoints; its routes answer 503"
-        ));
+    ready.sort_unstable();
+    ready.dedup();
+    draining.sort_unstable();
+    draining.dedup();
+    if ready.is_empty() {
+        if draining.is_empty() {
+            problems.push(format!(
+                "Service {key} port {port} has no ready endpoints; its routes answer 503"
+            ));
+        }
+        // Terminating pods that still serve beat a 503.
+        return draining.into_iter().map(|a| Endpoint::new(a, 1)).collect();
     }
-    chosen.into_iter().map(|a| Endpoint::new(a, 1)).collect()
+    // Listed with weight 0 so they show as drained, and so their state (and
+    // later their sticky sessions) is kept while they finish.
+    draining.retain(|a| ready.binary_search(a).is_err());
+    let mut endpoints: Vec<Endpoint> = ready.into_iter().map(|a| Endpoint::new(a, 1)).collect();
+    endpoints.extend(draining.into_iter().map(|a| Endpoint::new(a, 0)));
+    endpoints.sort_by(|a, b| a.address.cmp(&b.address));
+    endpoints
 }
 
 /// The Service's TCP port with that number or name (a number can also be in use
