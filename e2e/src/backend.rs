@@ -31,7 +31,7 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -51,6 +51,8 @@ struct Config {
     name: String,
     delay: Duration,
     stats: Stats,
+    /// What `/healthz` answers (health-check tests flip it); 200 at first.
+    health: AtomicU16,
 }
 
 pub struct Backend {
@@ -100,6 +102,7 @@ impl Backend {
             name: name.to_owned(),
             delay,
             stats: Stats::default(),
+            health: AtomicU16::new(200),
         });
         let (stop, stopped) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, config.clone(), stopped));
@@ -120,6 +123,11 @@ impl Backend {
             let _ = stop.send(());
             let _ = (&mut self.accept).await;
         }
+    }
+
+    /// The status `/healthz` answers from now on.
+    pub fn set_health(&self, status: u16) {
+        self.config.health.store(status, Ordering::SeqCst);
     }
 
     pub fn name(&self) -> &str {
@@ -227,7 +235,11 @@ async fn handle(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let (status, body) = if let Some(total) = query.download {
+    let (status, body) = if req.uri().path() == "/healthz" {
+        let status = StatusCode::from_u16(config.health.load(Ordering::SeqCst))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, full(config.name.clone()))
+    } else if let Some(total) = query.download {
         (StatusCode::OK, pattern::body(total).boxed_unsync())
     } else if query.upload {
         upload(req.into_body()).await

@@ -70,6 +70,20 @@ impl BackendProcess {
         self.child.id()
     }
 
+    /// Sends a signal by name (`STOP` freezes the process: the kernel still
+    /// accepts connections for it, nothing answers; `CONT` thaws it), with
+    /// kill(1), since the workspace forbids `unsafe`.
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if !status.success() {
+            bail!("kill -s {name} {} failed: {status}", self.pid());
+        }
+        Ok(())
+    }
+
     /// SIGKILL, and waits until the process is gone (reaped), so every one of its
     /// sockets is closed when this returns.
     pub fn kill(&mut self) -> Result<()> {

@@ -23,6 +23,10 @@ pub struct PacedLoad {
     /// at a time; request `k` is due at `k / rate` after the start, and the next
     /// free task sends it (late if every task is busy).
     pub connections: usize,
+    /// Task `i` opens its connection no earlier than `i / connections × ramp`
+    /// after the start, so hundreds of connections do not all open at once;
+    /// requests due meanwhile go to the tasks already running.
+    pub ramp: Duration,
 }
 
 /// One request.
@@ -46,9 +50,11 @@ impl PacedLoad {
         let next = Arc::new(AtomicUsize::new(0));
         let load = Arc::new(self);
         let tasks = (0..load.connections)
-            .map(|_| {
+            .map(|i| {
                 let (load, next) = (load.clone(), next.clone());
+                let joins = started + load.ramp.mul_f64(i as f64 / load.connections.max(1) as f64);
                 tokio::spawn(async move {
+                    tokio::time::sleep_until(joins.into()).await;
                     let client = client::client();
                     let mut samples = Vec::new();
                     loop {

@@ -48,6 +48,7 @@ async fn sigkill_of_one_of_two_backends_under_2000_rps_fails_no_request() {
         rate: RATE,
         total: TOTAL,
         connections: CONNECTIONS,
+        ramp: Duration::ZERO,
     }
     .start();
     tokio::time::sleep_until((run.started() + KILL_AT).into()).await;
