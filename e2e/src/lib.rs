@@ -20,6 +20,8 @@ pub mod client;
 pub mod cluster;
 pub mod config_file;
 pub mod controller;
+pub mod databases;
+pub mod health;
 pub mod k8s;
 pub mod load;
 pub mod pattern;
