@@ -334,12 +334,18 @@ async fn forward(
             Ok(Err(e)) => Failed::Upstream(e),
             Err(_) => Failed::Timeout,
         };
-        let (failure, can_replay, returned) = match err {
+        let (failure, can_replay, returned, endpoint_failed) = match err {
             Failed::Upstream(err) => {
                 let returned = returned.and_then(|mut rx| rx.try_recv().ok());
                 let can_replay =
                     replayable(err.is_connect(), idempotent, bodyless, returned.is_some());
-                (ProxyError::from_client(&err), can_replay, returned)
+                let endpoint_failed = !client_body_failed(&err);
+                (
+                    ProxyError::from_client(&err),
+                    can_replay,
+                    returned,
+                    endpoint_failed,
+                )
             }
             // The backend may be working on it: sent again only when asked,
             // and only if doing it twice cannot differ from once.
@@ -347,9 +353,12 @@ async fn forward(
                 ProxyError::ResponseTimeout(timeout),
                 backend.retry_on_timeout && idempotent && bodyless,
                 None,
+                true,
             ),
         };
-        if let Some(check) = &backend.passive_check {
+        if let Some(check) = &backend.passive_check
+            && endpoint_failed
+        {
             let reason = failure.to_string();
             health::record(
                 &backend.balancer,
@@ -374,6 +383,21 @@ async fn forward(
             kept = Some(lease);
         }
     }
+}
+
+/// Whether the request body failed (the client went away mid-upload): not the
+/// endpoint's fault, so passive checks do not count it.
+fn client_body_failed(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// How an attempt failed before a response arrived.
