@@ -74,14 +74,7 @@ impl BackendProcess {
     /// accepts connections for it, nothing answers; `CONT` thaws it), with
     /// kill(1), since the workspace forbids `unsafe`.
     pub fn signal(&self, name: &str) -> Result<()> {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.pid().to_string()])
-            .status()
-            .context("cannot run kill")?;
-        if !status.success() {
-            bail!("kill -s {name} {} failed: {status}", self.pid());
-        }
-        Ok(())
+        crate::process::send_signal(self.pid(), name)
     }
 
     /// SIGKILL, and waits until the process is gone (reaped), so every one of its

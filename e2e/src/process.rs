@@ -157,14 +157,7 @@ impl ProxyProcess {
     /// Sends a signal by name (`TERM`, `HUP`, ...) with kill(1): the workspace
     /// forbids `unsafe`, which rules out calling libc directly.
     pub fn signal(&self, name: &str) -> Result<()> {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.pid().to_string()])
-            .status()
-            .context("cannot run kill")?;
-        if !status.success() {
-            bail!("kill -s {name} {} failed: {status}", self.pid());
-        }
-        Ok(())
+        send_signal(self.pid(), name)
     }
 
     /// Everything the proxy logged so far (stderr), escape sequences removed.
@@ -255,6 +248,18 @@ impl Drop for ProxyProcess {
             );
         }
     }
+}
+
+/// Sends signal `name` (`TERM`, `STOP`, …) to `pid` with kill(1).
+pub fn send_signal(pid: u32, name: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .context("cannot run kill")?;
+    if !status.success() {
+        bail!("kill -s {name} {pid} failed: {status}");
+    }
+    Ok(())
 }
 
 /// Current resident set size of `pid` in KiB (`VmRSS`).

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 const BACKEND_BINARY: &str = env!("CARGO_BIN_EXE_sluice-e2e-backend");
 
+/// One test at a time: the load test takes both cores, which would stretch the
+/// others' check timings.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn http_check(interval_ms: u64, timeout_ms: u64) -> String {
     format!(
         "{{probe: {{http: {{path: /healthz}}}}, interval: {interval_ms}ms, \
@@ -24,6 +28,7 @@ fn http_check(interval_ms: u64, timeout_ms: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_answering_503_is_down_with_l7sts() {
+    let _alone = SERIAL.lock().await;
     let [a, b] = start_backends(["a", "b"]).await;
     let listen = free_addr().unwrap();
     let yaml = format!(
@@ -89,6 +94,7 @@ async fn an_endpoint_answering_503_is_down_with_l7sts() {
 /// check that waits for an answer notices; it fails by its timeout (`L7TOUT`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_backend_is_caught_by_the_check_timeout() {
+    let _alone = SERIAL.lock().await;
     let frozen = BackendProcess::start(BACKEND_BINARY, "frozen")
         .await
         .unwrap();
@@ -200,50 +206,40 @@ async fn frozen_under_load(retry_on_timeout: bool) -> Frozen {
     }
 }
 
+impl Frozen {
+    fn print(&self, label: &str) {
+        eprintln!(
+            "{label}: {} of {} failed ({:.3}%), last request to the frozen endpoint {:?} \
+             after SIGSTOP, slowest answer {:?}",
+            self.failed,
+            self.requests,
+            self.failed as f64 * 100.0 / self.requests as f64,
+            self.last_request_after,
+            self.slowest
+        );
+        assert!(
+            self.last_request_after <= Duration::from_millis(2_500),
+            "{label}: requests reached the frozen endpoint {:?} after SIGSTOP",
+            self.last_request_after
+        );
+    }
+}
+
+/// With `retry_on_timeout`, the requests caught on the frozen endpoint go to
+/// the other one after the response timeout. Then the same without it (HAProxy's
+/// default `retry-on`): the endpoint is out as fast, but the requests already
+/// sent to it fail with 504; measured for the record, only the detection time
+/// is asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_backend_under_load_is_out_within_2_5_s_with_few_failures() {
+    let _alone = SERIAL.lock().await;
     let run = frozen_under_load(true).await;
-    eprintln!(
-        "retry_on_timeout: {} of {} failed ({:.3}%), last request to the frozen endpoint {:?} \
-         after SIGSTOP, slowest answer {:?}",
-        run.failed,
-        run.requests,
-        run.failed as f64 * 100.0 / run.requests as f64,
-        run.last_request_after,
-        run.slowest
-    );
-    assert!(
-        run.last_request_after <= Duration::from_millis(2_500),
-        "requests reached the frozen endpoint {:?} after SIGSTOP",
-        run.last_request_after
-    );
+    run.print("retry_on_timeout");
     assert!(
         run.failed * 1000 < run.requests * 5,
         "{} of {} requests failed",
         run.failed,
         run.requests
     );
-}
-
-/// The same without `retry_on_timeout` (HAProxy's default `retry-on`): the
-/// frozen endpoint is out as fast, but the requests already sent to it fail
-/// with 504 after the response timeout. Measured for the record; only the
-/// detection time is asserted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_backend_under_load_without_retry_on_timeout() {
-    let run = frozen_under_load(false).await;
-    eprintln!(
-        "no retry_on_timeout: {} of {} failed ({:.3}%), last request to the frozen endpoint \
-         {:?} after SIGSTOP, slowest answer {:?}",
-        run.failed,
-        run.requests,
-        run.failed as f64 * 100.0 / run.requests as f64,
-        run.last_request_after,
-        run.slowest
-    );
-    assert!(
-        run.last_request_after <= Duration::from_millis(2_500),
-        "requests reached the frozen endpoint {:?} after SIGSTOP",
-        run.last_request_after
-    );
+    frozen_under_load(false).await.print("no retry_on_timeout");
 }
