@@ -275,6 +275,23 @@ mod tests {
     const CHECK: &str = "health_check: {interval: 2s, fast_interval: 500ms, down_interval: 5s, \
                          timeout: 1s, rise: 2, fall: 3}";
 
+    /// `yaml` compiled, with its checks started against `script`.
+    fn checked(runtime: &Runtime, yaml: &str, script: &Arc<Script>) -> CompiledTable {
+        let table = compile(from_yaml_str(yaml).unwrap(), runtime).unwrap();
+        start_with(&table, &runtime.checks, script);
+        table
+    }
+
+    fn first_endpoint(table: &CompiledTable) -> Arc<EndpointState> {
+        table.backends[0]
+            .balancer
+            .members()
+            .next()
+            .unwrap()
+            .state
+            .clone()
+    }
+
     fn gaps(calls: &[Instant]) -> Vec<u64> {
         calls
             .windows(2)
@@ -293,16 +310,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn checks_follow_interval_fastinter_and_downinter() {
         let runtime = Runtime::default();
-        let compiled = compile(from_yaml_str(&table(0..1, CHECK)).unwrap(), &runtime).unwrap();
         let script = Arc::new(Script::default());
-        start_with(&compiled, &runtime.checks, &script);
-        let state = compiled.backends[0]
-            .balancer
-            .members()
-            .next()
-            .unwrap()
-            .state
-            .clone();
+        let compiled = checked(&runtime, &table(0..1, CHECK), &script);
+        let state = first_endpoint(&compiled);
 
         until("three healthy checks", || script.calls().len() == 3).await;
         assert_eq!(gaps(&script.calls()), [2000, 2000], "`interval` while up");
@@ -357,16 +367,9 @@ mod tests {
     async fn initial_down_waits_for_rise_checks() {
         let runtime = Runtime::default();
         let check = "health_check: {interval: 1s, rise: 3, initial: down}";
-        let compiled = compile(from_yaml_str(&table(0..1, check)).unwrap(), &runtime).unwrap();
         let script = Arc::new(Script::default());
-        start_with(&compiled, &runtime.checks, &script);
-        let state = compiled.backends[0]
-            .balancer
-            .members()
-            .next()
-            .unwrap()
-            .state
-            .clone();
+        let compiled = checked(&runtime, &table(0..1, check), &script);
+        let state = first_endpoint(&compiled);
         assert!(!state.is_up(), "down before any check");
         until("up", || state.is_up()).await;
         assert_eq!(script.calls().len(), 3);
@@ -377,33 +380,19 @@ mod tests {
         let runtime = Runtime::default();
         let script = Arc::new(Script::default());
         script.set(FAILING);
-        let all = compile(from_yaml_str(&table(0..20, CHECK)).unwrap(), &runtime).unwrap();
-        start_with(&all, &runtime.checks, &script);
+        let all = checked(&runtime, &table(0..20, CHECK), &script);
         assert_eq!(runtime.checks.running(), 20);
         // Starting again (the same table applied twice) starts nothing new.
         start_with(&all, &runtime.checks, &script);
         assert_eq!(runtime.checks.running(), 20);
-        let first = all.backends[0]
-            .balancer
-            .members()
-            .next()
-            .unwrap()
-            .state
-            .clone();
+        let first = first_endpoint(&all);
         until("the first endpoint down", || !first.is_up()).await;
 
         // A table keeping five endpoints: the others' tasks end when the old
         // table goes; the kept ones keep their state and task.
-        let five = compile(from_yaml_str(&table(0..5, CHECK)).unwrap(), &runtime).unwrap();
-        start_with(&five, &runtime.checks, &script);
+        let five = checked(&runtime, &table(0..5, CHECK), &script);
         assert_eq!(runtime.checks.running(), 20);
-        let kept = five.backends[0]
-            .balancer
-            .members()
-            .next()
-            .unwrap()
-            .state
-            .clone();
+        let kept = first_endpoint(&five);
         assert!(Arc::ptr_eq(&kept, &first), "state is keyed by address");
         drop(first);
         drop(all);
@@ -412,9 +401,7 @@ mod tests {
 
         // Without a check the tasks end at their next turn and the endpoints
         // count as up.
-        let unchecked =
-            compile(from_yaml_str(&table(0..5, "retries: 3")).unwrap(), &runtime).unwrap();
-        start_with(&unchecked, &runtime.checks, &script);
+        let unchecked = checked(&runtime, &table(0..5, "retries: 3"), &script);
         drop(five);
         until("the unchecked tasks to end", || {
             runtime.checks.running() == 0
@@ -424,8 +411,7 @@ mod tests {
         assert!(kept.health.lock().unwrap().status().is_none());
 
         // Checks come back with the setting; a table going away ends them.
-        let again = compile(from_yaml_str(&table(0..5, CHECK)).unwrap(), &runtime).unwrap();
-        start_with(&again, &runtime.checks, &script);
+        let again = checked(&runtime, &table(0..5, CHECK), &script);
         assert_eq!(runtime.checks.running(), 5);
         drop((again, unchecked, kept));
         until("every task to end", || runtime.checks.running() == 0).await;

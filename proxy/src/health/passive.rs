@@ -73,12 +73,9 @@ pub fn record(
     warn!(backend = %backend.id, endpoint = %endpoint.address,
           "endpoint EJECTED for {} after {failures} failures in a row (last: {reason})", check.eject_for);
     let backend_id = backend.id.clone();
+    let gone = endpoint.gone.clone();
     let (endpoint, backend) = (Arc::downgrade(endpoint), Arc::downgrade(backend));
     let period = check.eject_for;
-    let gone = endpoint
-        .upgrade()
-        .map(|e| e.gone.clone())
-        .unwrap_or_default();
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::time::sleep(period.to_std()) => {}
