@@ -9,5 +9,6 @@ pub mod process;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod sticky;
 pub mod table;
 pub mod upstream;

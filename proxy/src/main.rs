@@ -3,7 +3,9 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice_proxy::process::{self, Terminate};
+use sluice_proxy::runtime::Runtime;
 use sluice_proxy::server::Proxy;
+use sluice_proxy::sticky::SessionKeys;
 use sluice_proxy::{admin, compile, demo, reload, table};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +85,11 @@ struct RuntimeArgs {
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, default_value = "30s")]
     drain_timeout: table::Duration,
+    /// Keys for sticky-session cookies, one per line, the first signs (e.g.
+    /// `openssl rand -base64 32`). Replicas and restarts sharing the file route a
+    /// cookie alike. Without it, a random key per process.
+    #[arg(long, env = "SLUICE_SESSION_KEY_FILE")]
+    session_key_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -117,12 +124,12 @@ fn main() -> ExitCode {
             config,
             admin,
             runtime,
-        } => runtime.block_on(run(config, admin, runtime.drain_timeout)),
+        } => runtime.block_on(|proxy| run(proxy, config, admin, runtime.drain_timeout)),
         Command::Demo {
             listen,
             admin,
             runtime,
-        } => runtime.block_on(run_demo(listen, admin, runtime.drain_timeout)),
+        } => runtime.block_on(|proxy| run_demo(proxy, listen, admin, runtime.drain_timeout)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,10 +141,20 @@ fn main() -> ExitCode {
 }
 
 impl RuntimeArgs {
-    fn block_on<F: Future<Output = anyhow::Result<()>>>(&self, f: F) -> anyhow::Result<()> {
-        process::runtime(self.threads)
-            .context("cannot start the async runtime")?
-            .block_on(f)
+    /// Runs `serve` on a proxy with these settings.
+    fn block_on<F: Future<Output = anyhow::Result<()>>>(
+        &self,
+        serve: impl FnOnce(Arc<Proxy>) -> F,
+    ) -> anyhow::Result<()> {
+        let keys = match &self.session_key_file {
+            Some(path) => SessionKeys::from_file(path).map_err(anyhow::Error::msg)?,
+            None => SessionKeys::generate(),
+        };
+        let rt = process::runtime(self.threads).context("cannot start the async runtime")?;
+        rt.block_on(async {
+            let proxy = Proxy::with_runtime(Runtime::with_session_keys(keys));
+            serve(proxy).await
+        })
     }
 }
 
@@ -219,12 +236,12 @@ fn route(config: &std::path::Path, probe: &compile::explain::Probe, json: bool) 
 }
 
 async fn run(
+    proxy: Arc<Proxy>,
     config: PathBuf,
     admin: Option<SocketAddr>,
     drain: table::Duration,
 ) -> anyhow::Result<()> {
     let terminate = Terminate::register().context("cannot handle SIGTERM/SIGINT")?;
-    let proxy = Proxy::new();
     if let Some(addr) = admin {
         admin::start(proxy.clone(), addr)
             .await
@@ -241,12 +258,12 @@ async fn run(
 }
 
 async fn run_demo(
+    proxy: Arc<Proxy>,
     listen: SocketAddr,
     admin_addr: SocketAddr,
     drain: table::Duration,
 ) -> anyhow::Result<()> {
     let terminate = Terminate::register().context("cannot handle SIGTERM/SIGINT")?;
-    let proxy = Proxy::new();
     let admin = admin::start(proxy.clone(), admin_addr)
         .await
         .with_context(|| format!("cannot bind the admin listener {admin_addr} (use --admin)"))?;

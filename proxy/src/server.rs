@@ -45,10 +45,15 @@ pub enum ApplyError {
 
 impl Proxy {
     pub fn new() -> Arc<Self> {
+        Self::with_runtime(Runtime::default())
+    }
+
+    /// A proxy whose runtime was prepared by the caller (e.g. session keys).
+    pub fn with_runtime(runtime: Runtime) -> Arc<Self> {
         Arc::new(Self {
             table: ArcSwap::from_pointee(CompiledTable::empty()),
             ready: AtomicBool::new(false),
-            runtime: Runtime::default(),
+            runtime,
             listeners: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),

@@ -507,6 +507,8 @@ fn without_problems(backend: &Backend, problems: &[(String, String)]) -> Backend
             fixed.health_check = None;
         } else if field.starts_with("passive_check") {
             fixed.passive_check = None;
+        } else if field.starts_with("sticky") {
+            fixed.sticky = None;
         } else if let Some(ix) = field
             .strip_prefix("endpoints[")
             .and_then(|rest| rest.split_once(']'))

@@ -2,7 +2,9 @@
 //! section: `balance`, server `weight`/`backup`/`maxconn`, `maxqueue`, `retries`,
 //! `option redispatch`, `slowstart`; checks are in `health.rs`).
 
-use super::{Duration, EndpointAddress, HeaderNameText, HealthCheck, PassiveCheck, SourceRef};
+use super::{
+    Duration, EndpointAddress, HeaderNameText, HealthCheck, PassiveCheck, SourceRef, Stickiness,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,9 @@ pub struct Backend {
     /// timeout` and HAProxy's `retry-on response-timeout`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_on_timeout: bool,
+    /// Session persistence: a cookie keeps a client on its endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Stickiness>,
 }
 
 fn default_retries() -> u32 {
@@ -81,6 +86,7 @@ impl Default for Backend {
             health_check: None,
             passive_check: None,
             retry_on_timeout: false,
+            sticky: None,
         }
     }
 }
@@ -348,6 +354,11 @@ impl Backend {
         if let Some(passive) = &self.passive_check {
             for (field, message) in passive.problems() {
                 push(&format!("passive_check.{field}"), message);
+            }
+        }
+        if let Some(sticky) = &self.sticky {
+            for (field, message) in sticky.problems() {
+                push(&format!("sticky.{field}"), message);
             }
         }
         out

@@ -15,6 +15,7 @@ mod load;
 mod matchers;
 mod pattern;
 mod secret;
+mod sticky;
 pub mod validate;
 
 pub use actions::{
@@ -41,6 +42,10 @@ pub use duration::Duration;
 pub use ipnet::IpNet;
 pub use load::{LoadError, from_yaml_bytes, from_yaml_file, from_yaml_str, to_yaml};
 pub use secret::{Certificate, PrivateKeyPem, SecretText};
+pub use sticky::{
+    CookieMode, IfUnavailable, MIN_SESSION_KEY_LEN, SameSite, Stickiness, StickyCookie,
+    is_cookie_name, parse_session_keys,
+};
 pub use validate::host as validate_host;
 
 use serde::{Deserialize, Serialize};
