@@ -80,7 +80,7 @@ fn route(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         "/debug/backends" => {
             let table = proxy.table();
-            let status: Vec<_> = table.backends.iter().map(|b| b.balancer.status()).collect();
+            let status: Vec<_> = table.backends.iter().map(|b| b.status()).collect();
             match serde_json::to_vec_pretty(&status) {
                 Ok(body) => json(body),
                 Err(e) => text(

@@ -10,6 +10,7 @@ use http::uri::Authority;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub struct EndpointState {
@@ -38,6 +39,10 @@ pub struct EndpointState {
     pub(crate) health: Mutex<HealthSlot>,
     /// Cancelled when the state is dropped, so its check task ends at once.
     pub(crate) gone: CancellationToken,
+    /// Requests pinned here (sticky sessions) waiting for a slot, woken by
+    /// `freed` when one is released.
+    pub(super) pinned_waiters: AtomicU32,
+    pub(super) freed: Notify,
 }
 
 impl Drop for EndpointState {
@@ -63,6 +68,8 @@ impl EndpointState {
             rr_deadline: AtomicU64::new(0),
             health: Mutex::new(HealthSlot::default()),
             gone: CancellationToken::new(),
+            pinned_waiters: AtomicU32::new(0),
+            freed: Notify::new(),
         }
     }
 
@@ -151,6 +158,9 @@ impl EndpointState {
 
     pub(super) fn release_slot(&self) {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.pinned_waiters.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
     }
 }
 

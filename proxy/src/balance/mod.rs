@@ -14,6 +14,7 @@ mod first;
 mod hash_key;
 mod hash_map;
 mod least_conn;
+mod pinned;
 mod random;
 mod rendezvous;
 mod round_robin;
@@ -23,6 +24,7 @@ mod static_rr;
 
 pub use endpoint::{EndpointState, Member, PickContext};
 pub use hash_key::{HashKey, hash_client};
+pub use pinned::{Pin, PinnedLease};
 pub use state::{BackendState, Lease, Registry};
 
 use crate::compile::RequestFacts;
@@ -67,6 +69,8 @@ pub struct BackendStatus {
     pub algorithm: &'static str,
     pub in_flight: u32,
     pub queued: usize,
+    /// Session persistence and how its cookies were met; null without.
+    pub sticky: Option<crate::sticky::StickyStatus>,
     pub endpoints: Vec<EndpointStatus>,
 }
 
@@ -87,6 +91,8 @@ pub struct EndpointStatus {
     /// Passive checks took it out for a while.
     pub ejected: bool,
     pub ejections: u64,
+    /// The sticky cookie value (or prefix) naming this endpoint.
+    pub cookie_id: Option<String>,
 }
 
 /// Why no endpoint was given.
@@ -98,6 +104,8 @@ pub enum NoEndpoint {
     QueueFull,
     #[error("no endpoint slot freed up within the queue timeout ({0:?})")]
     QueueTimeout(Duration),
+    #[error("the endpoint this session is pinned to is unavailable")]
+    PinnedUnavailable,
 }
 
 /// The outcome of one look at the endpoints, without waiting.
@@ -193,6 +201,7 @@ impl Balancer {
                         .status(),
                     ejected: m.state.is_ejected(),
                     ejections: m.state.ejections.load(std::sync::atomic::Ordering::Relaxed),
+                    cookie_id: None,
                 })
                 .collect::<Vec<_>>()
         };
@@ -205,6 +214,7 @@ impl Balancer {
             algorithm: self.algorithm,
             in_flight: self.state.in_flight(),
             queued: self.state.queued(),
+            sticky: None,
             endpoints: all,
         }
     }

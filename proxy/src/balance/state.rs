@@ -68,6 +68,8 @@ pub struct BackendState {
     queued: AtomicUsize,
     /// Endpoints passive checks have ejected now.
     ejected: AtomicU32,
+    /// How sticky-session cookies were met.
+    pub sticky_counts: Arc<crate::sticky::StickyCounts>,
 }
 
 impl BackendState {
@@ -83,6 +85,7 @@ impl BackendState {
             queue: Mutex::new(VecDeque::new()),
             queued: AtomicUsize::new(0),
             ejected: AtomicU32::new(0),
+            sticky_counts: Arc::default(),
         }
     }
 

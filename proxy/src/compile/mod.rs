@@ -18,11 +18,12 @@ pub use conditions::{CompiledCondition, HostSet, PathSet};
 pub use facts::{RequestFacts, canonical_client, normalize_path, query_values};
 pub use router::{HostRouter, RouteIx, RouteMatch, normalize_host};
 
-use crate::balance::{Balancer, Member};
+use crate::balance::{BackendState, BackendStatus, Balancer, Member, Pin};
 use crate::runtime::Runtime;
+use crate::sticky::CompiledSticky;
 use crate::table::{
     self, Backend, BackendTimeouts, HealthCheck, IpNet, Listener, PassiveCheck, RoutingTable,
-    SourceRef,
+    SourceRef, Stickiness,
 };
 use crate::upstream::Upstream;
 use http::uri::Authority;
@@ -143,6 +144,21 @@ pub struct CompiledBackend {
     pub health_check: Option<HealthCheck>,
     pub passive_check: Option<PassiveCheck>,
     pub retry_on_timeout: bool,
+    pub sticky: Option<CompiledSticky>,
+}
+
+impl CompiledBackend {
+    /// What the admin `/debug/backends` shows.
+    pub fn status(&self) -> BackendStatus {
+        let mut status = self.balancer.status();
+        if let Some(sticky) = &self.sticky {
+            status.sticky = Some(sticky.status());
+            for (ep, m) in status.endpoints.iter_mut().zip(self.balancer.members()) {
+                ep.cookie_id = sticky.cookie_id(&m.state.address);
+            }
+        }
+        status
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -483,6 +499,10 @@ fn compile_backend(
             "backend `{id}` has no endpoints; its routes answer 503"
         ));
     }
+    let sticky = backend
+        .sticky
+        .as_ref()
+        .map(|s| compile_sticky(id, s, &members, &state, runtime, warnings));
     CompiledBackend {
         id: Arc::from(id),
         source: backend.source.clone(),
@@ -494,7 +514,43 @@ fn compile_backend(
         health_check: backend.health_check.clone(),
         passive_check: backend.passive_check,
         retry_on_timeout: backend.retry_on_timeout,
+        sticky,
     }
+}
+
+fn compile_sticky(
+    id: &str,
+    sticky: &Stickiness,
+    members: &[(Member, bool)],
+    state: &BackendState,
+    runtime: &Runtime,
+    warnings: &mut Vec<String>,
+) -> CompiledSticky {
+    let Stickiness::Cookie(cookie) = sticky;
+    let keys = if cookie.keys.is_empty() {
+        if runtime.session_keys.is_generated() {
+            warnings.push(format!(
+                "backend `{id}` sticky cookie `{}`: no session key configured (--session-key-file), \
+                 so cookies hold only on this process until it exits",
+                cookie.name
+            ));
+        }
+        runtime.session_keys.keys()
+    } else {
+        &cookie.keys
+    };
+    let pins = members
+        .iter()
+        .map(|(m, backup)| {
+            let pin = Pin {
+                endpoint: m.state.clone(),
+                max_conn: m.max_conn,
+                backup: *backup,
+            };
+            (m.state.address.clone(), pin)
+        })
+        .collect();
+    CompiledSticky::new(id, cookie, keys, pins, state.sticky_counts.clone())
 }
 
 /// `backend` with each setting named in `problems` back at its default.

@@ -38,6 +38,23 @@ pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
+/// Joins several `Cookie` headers into one, as HTTP/2 clients may split them
+/// and an HTTP/1.1 server expects one (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `TE: trailers` is end-to-end in practice (gRPC) and is kept.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -5,14 +5,15 @@ use super::ProxyBody;
 use super::body::{RequestBody, ResponseBody};
 use super::errors::ProxyError;
 use super::headers;
-use crate::balance::{EndpointState, Lease};
+use crate::balance::{EndpointState, Lease, NoEndpoint, PinnedLease};
 use crate::compile::{
     CompiledAction, CompiledBackend, CompiledRewrite, CompiledRoute, FixedResponse, HttpListener,
     ListenerKind, RedirectInput, RequestFacts, canonical_client, normalize_host, normalize_path,
 };
 use crate::health::{self, Outcome};
 use crate::server::Proxy;
-use crate::table::Scheme;
+use crate::sticky::{self, CompiledSticky, Session};
+use crate::table::{IfUnavailable, Scheme};
 use bytes::Bytes;
 use http::Method;
 use http::header::{self, HeaderValue};
@@ -226,6 +227,13 @@ async fn forward(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
+    // The client's cookie as sent, before the backend's view of it is made.
+    let sticky = backend.sticky.as_ref().map(|s| {
+        let session = s.read(&parts.headers, sticky::now_secs());
+        s.edit_request(&mut parts.headers);
+        (s, session)
+    });
+    headers::join_cookies(&mut parts.headers);
     // HTTP/2 clients send :authority instead of Host; backends speak HTTP/1.1.
     if !parts.headers.contains_key(header::HOST)
         && let Some(authority) = parts.uri.authority()
@@ -270,17 +278,29 @@ async fn forward(
     let mut avoid: Vec<Arc<EndpointState>> = Vec::new();
     let mut kept: Option<Lease> = None;
     let mut attempt = 0;
+    // Retries stay on a pinned endpoint that must not be left (`if_unavailable: fail`).
+    let mut hold_pin = false;
     loop {
-        let lease = match kept.take() {
-            Some(lease) => lease,
-            None => match backend.balancer.lease(hash, &avoid).await {
-                Ok(lease) => lease,
-                Err(reason) => {
-                    let err = ProxyError::NoEndpoint(reason);
-                    warn!(listener = listener_name, route = %route.name, backend = %backend.id, status = 503, "{err}");
-                    return error_response(listener, err);
+        let picked = match kept.take() {
+            Some(lease) => Ok(lease),
+            None if attempt == 0 => match &sticky {
+                Some((s, session)) => {
+                    let picked = lease_for_session(backend, s, session, hash).await;
+                    hold_pin = picked.as_ref().is_ok_and(|(_, pinned)| *pinned)
+                        && s.if_unavailable == IfUnavailable::Fail;
+                    picked.map(|(lease, _)| lease)
                 }
+                None => backend.balancer.lease(hash, &avoid).await,
             },
+            None => backend.balancer.lease(hash, &avoid).await,
+        };
+        let lease = match picked {
+            Ok(lease) => lease,
+            Err(reason) => {
+                let err = ProxyError::NoEndpoint(reason);
+                warn!(listener = listener_name, route = %route.name, backend = %backend.id, status = 503, "{err}");
+                return error_response(listener, err);
+            }
         };
         let endpoint = lease.endpoint();
         let last = attempt >= backend.retries;
@@ -318,10 +338,13 @@ async fn forward(
         let result =
             tokio::time::timeout(timeout.to_std(), backend.upstream.request(upstream_req)).await;
         let err = match result {
-            Ok(Ok(response)) => {
+            Ok(Ok(mut response)) => {
                 if let Some(check) = &backend.passive_check {
                     let outcome = Outcome::of_status(response.status().as_u16(), check);
                     health::record(&backend.balancer, check, endpoint, outcome);
+                }
+                if let Some((s, session)) = &sticky {
+                    s.edit_response(response.headers_mut(), session, endpoint);
                 }
                 let exchange = Exchange {
                     listener_name,
@@ -376,11 +399,41 @@ async fn forward(
         info!(listener = listener_name, route = %route.name, backend = %backend.id,
               endpoint = %endpoint.address, attempt, redispatch = backend.redispatch, "retrying: {failure}");
         body = returned;
-        if backend.redispatch {
+        if backend.redispatch && !hold_pin {
             avoid.push(endpoint.clone());
             drop(lease);
         } else {
             kept = Some(lease);
+        }
+    }
+}
+
+/// The first lease of a request with a sticky cookie: its pinned endpoint when
+/// that can take it, else balanced (or refused, with `if_unavailable: fail`).
+/// True when the lease is on the pinned endpoint.
+async fn lease_for_session(
+    backend: &CompiledBackend,
+    sticky: &CompiledSticky,
+    session: &Session<'_>,
+    hash: Option<u64>,
+) -> Result<(Lease, bool), NoEndpoint> {
+    let Some(pin) = session.pin else {
+        return backend.balancer.lease(hash, &[]).await.map(|l| (l, false));
+    };
+    match backend.balancer.lease_pinned(pin).await {
+        PinnedLease::Leased(lease) => {
+            sticky.count_pin(true);
+            Ok((lease, true))
+        }
+        PinnedLease::TimedOut(waited) => Err(NoEndpoint::QueueTimeout(waited)),
+        PinnedLease::Unavailable => {
+            sticky.count_pin(false);
+            match sticky.if_unavailable {
+                IfUnavailable::Redispatch => {
+                    backend.balancer.lease(hash, &[]).await.map(|l| (l, false))
+                }
+                IfUnavailable::Fail => Err(NoEndpoint::PinnedUnavailable),
+            }
         }
     }
 }
