@@ -344,6 +344,7 @@ async fn forward(
                     health::record(&backend.balancer, check, endpoint, outcome);
                 }
                 if let Some((s, session)) = &sticky {
+                    s.count_pin(session, endpoint);
                     s.edit_response(response.headers_mut(), session, endpoint);
                 }
                 let exchange = Exchange {
@@ -363,12 +364,14 @@ async fn forward(
                 let can_replay =
                     replayable(err.is_connect(), idempotent, bodyless, returned.is_some());
                 let endpoint_failed = !client_body_failed(&err);
-                (
-                    ProxyError::from_client(&err),
-                    can_replay,
-                    returned,
-                    endpoint_failed,
-                )
+                // A session that may not leave its endpoint finds it unusable:
+                // the 503 `if_unavailable: fail` promises, not a 502.
+                let failure = if hold_pin && err.is_connect() {
+                    ProxyError::NoEndpoint(NoEndpoint::PinnedUnavailable)
+                } else {
+                    ProxyError::from_client(&err)
+                };
+                (failure, can_replay, returned, endpoint_failed)
             }
             // The backend may be working on it: sent again only when asked,
             // and only if doing it twice cannot differ from once.
@@ -421,20 +424,14 @@ async fn lease_for_session(
         return backend.balancer.lease(hash, &[]).await.map(|l| (l, false));
     };
     match backend.balancer.lease_pinned(pin).await {
-        PinnedLease::Leased(lease) => {
-            sticky.count_pin(true);
-            Ok((lease, true))
-        }
+        PinnedLease::Leased(lease) => Ok((lease, true)),
         PinnedLease::TimedOut(waited) => Err(NoEndpoint::QueueTimeout(waited)),
-        PinnedLease::Unavailable => {
-            sticky.count_pin(false);
-            match sticky.if_unavailable {
-                IfUnavailable::Redispatch => {
-                    backend.balancer.lease(hash, &[]).await.map(|l| (l, false))
-                }
-                IfUnavailable::Fail => Err(NoEndpoint::PinnedUnavailable),
+        PinnedLease::Unavailable => match sticky.if_unavailable {
+            IfUnavailable::Redispatch => {
+                backend.balancer.lease(hash, &[]).await.map(|l| (l, false))
             }
-        }
+            IfUnavailable::Fail => Err(NoEndpoint::PinnedUnavailable),
+        },
     }
 }
 

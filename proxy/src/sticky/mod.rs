@@ -128,7 +128,7 @@ impl CompiledSticky {
 
     /// Reads the request's cookie (the first valid one when there are several)
     /// and counts the request as new or rejected; `kept`/`moved` are counted by
-    /// the caller once it knows whether the pin could be used.
+    /// `count_pin` once an endpoint answered.
     pub fn read(&self, headers: &HeaderMap, now: u32) -> Session<'_> {
         let mut seen = false;
         for value in cookies::request_values(headers, &self.name) {
@@ -184,9 +184,11 @@ impl CompiledSticky {
         })
     }
 
-    /// Counts what became of a valid pin.
-    pub fn count_pin(&self, kept: bool) {
-        let counter = if kept {
+    /// Counts what became of a valid pin, once `served` answered: kept there,
+    /// or moved (unavailable, or a retry went elsewhere).
+    pub fn count_pin(&self, session: &Session<'_>, served: &EndpointState) {
+        let Some(pin) = session.pin else { return };
+        let counter = if std::ptr::eq(Arc::as_ptr(&pin.endpoint), served) {
             &self.counts.kept
         } else {
             &self.counts.moved

@@ -104,8 +104,16 @@ fn an_inserted_cookie_names_the_endpoint_that_answered_and_brings_the_client_bac
         format!("SRV={value}; Path=/; Domain=example.com; Secure; HttpOnly; SameSite=Lax")
     );
     assert_eq!(pinned_port(&t, &format!("a=1; SRV={value}"), NOW), Some(2));
-    let status = sticky(&t).status();
-    assert_eq!((status.new, status.rejected), (1, 0));
+    let s = sticky(&t);
+    let session = s.read(&with_cookie(&format!("SRV={value}")), NOW);
+    s.count_pin(&session, &endpoint(&t, 2));
+    s.count_pin(&session, &endpoint(&t, 3));
+    let status = s.status();
+    assert_eq!(
+        (status.new, status.rejected, status.kept, status.moved),
+        (1, 0, 1, 1),
+        "kept where it answered, moved when another endpoint did"
+    );
     assert_eq!(
         sticky(&t).cookie_id(&endpoint(&t, 2).address),
         Some(value),
