@@ -12,7 +12,9 @@ use sluice_controller::status::{PublishTarget, StatusWriter};
 use sluice_controller::translate::{DEFAULT_CONTROLLER_NAME, Options};
 use sluice_proxy::admin;
 use sluice_proxy::process::{self, Terminate};
+use sluice_proxy::runtime::Runtime;
 use sluice_proxy::server::Proxy;
+use sluice_proxy::sticky::SessionKeys;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,13 +71,30 @@ struct Cli {
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, default_value = "30s")]
     drain_timeout: sluice_proxy::table::Duration,
+    /// Keys for sticky-session cookies, one per line, the first signs (e.g.
+    /// `openssl rand -base64 32`); an Ingress can name its own in a
+    /// `sluice.dev/session-key` Secret. Replicas sharing the file route a cookie
+    /// alike. Without it, a random key per process.
+    #[arg(long, env = "SLUICE_SESSION_KEY_FILE")]
+    session_key_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     process::init_logging();
+    // Read before anything starts, so a bad file stops the process at once.
+    let keys = match &cli.session_key_file {
+        Some(path) => match SessionKeys::from_file(path) {
+            Ok(keys) => keys,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => SessionKeys::generate(),
+    };
     let result = match process::runtime(cli.threads) {
-        Ok(rt) => rt.block_on(run(cli)),
+        Ok(rt) => rt.block_on(run(cli, keys)),
         Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
     match result {
@@ -87,7 +106,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, keys: SessionKeys) -> anyhow::Result<()> {
     let terminate = Terminate::register().context("cannot handle SIGTERM/SIGINT")?;
     let client = client(cli.kubeconfig.as_deref()).await?;
     let identity = cli
@@ -95,7 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
 
-    let proxy = Proxy::new();
+    let proxy = Proxy::with_runtime(Runtime::with_session_keys(keys));
     admin::start(proxy.clone(), cli.admin_bind)
         .await
         .with_context(|| format!("cannot bind the admin listener {}", cli.admin_bind))?;

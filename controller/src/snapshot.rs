@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The type of the Secrets that hold sticky-cookie keys: the only Secrets
+/// besides `kubernetes.io/tls` ones that the controller watches.
+pub const SESSION_KEY_TYPE: &str = "sluice.dev/session-key";
+
 /// Namespace and name of a namespaced object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectKey {
@@ -53,6 +57,9 @@ pub struct Snapshot {
     pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
     /// Only `kubernetes.io/tls` Secrets.
     pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+    /// Only `sluice.dev/session-key` Secrets (sticky-cookie keys), apart so that
+    /// a certificate lookup can never find one, nor the other way round.
+    pub session_key_secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 }
 
 /// Key of any namespaced object from its metadata; `None` when it lacks a name.

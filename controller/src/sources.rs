@@ -6,7 +6,7 @@
 //! is unreachable the stores keep the last state and the watcher backs off
 //! ([`WatchBackoff`]: at most 10 s, so changes show soon after the API is back).
 
-use crate::snapshot::{ObjectKey, Snapshot, key_of};
+use crate::snapshot::{ObjectKey, SESSION_KEY_TYPE, Snapshot, key_of};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -40,6 +40,7 @@ pub struct Sources {
     services: Vec<Store<Service>>,
     slices: Vec<Store<EndpointSlice>>,
     secrets: Vec<Store<Secret>>,
+    session_keys: Vec<Store<Secret>>,
     changed: Arc<Notify>,
 }
 
@@ -55,8 +56,11 @@ impl Sources {
             namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
         let all = watcher::Config::default();
-        // Only TLS Secrets: the controller never sees other Secrets' data.
+        // Only TLS and session-key Secrets: the controller never sees other
+        // Secrets' data. Two watches, since a field selector cannot say "or".
         let tls_only = watcher::Config::default().fields("type=kubernetes.io/tls");
+        let session_keys_only =
+            watcher::Config::default().fields(&format!("type={SESSION_KEY_TYPE}"));
 
         let mut sources = Self {
             ingresses: Vec::new(),
@@ -69,6 +73,7 @@ impl Sources {
             services: Vec::new(),
             slices: Vec::new(),
             secrets: Vec::new(),
+            session_keys: Vec::new(),
             changed: changed.clone(),
         };
         for ns in scopes {
@@ -83,6 +88,12 @@ impl Sources {
                 tls_only.clone(),
                 &changed,
                 "Secret",
+            ));
+            sources.session_keys.push(watch(
+                api(&client, ns),
+                session_keys_only.clone(),
+                &changed,
+                "Secret (session keys)",
             ));
             sources.slices.push(match slice_api {
                 SliceApi::V1 => watch(api(&client, ns), all.clone(), &changed, "EndpointSlice"),
@@ -104,7 +115,7 @@ impl Sources {
         for s in &self.slices {
             let _ = s.wait_until_ready().await;
         }
-        for s in &self.secrets {
+        for s in self.secrets.iter().chain(&self.session_keys) {
             let _ = s.wait_until_ready().await;
         }
     }
@@ -126,6 +137,7 @@ impl Sources {
             services: namespaced(&self.services),
             endpoint_slices: namespaced(&self.slices),
             secrets: namespaced(&self.secrets),
+            session_key_secrets: namespaced(&self.session_keys),
         }
     }
 }

@@ -22,14 +22,15 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sluice_controller::snapshot::{ObjectKey, Snapshot, key_of};
+use sluice_controller::snapshot::{ObjectKey, SESSION_KEY_TYPE, Snapshot, key_of};
 use sluice_controller::sources::to_v1;
 use sluice_controller::translate::{Options, translate};
 use sluice_proxy::compile::{
     CompiledAction, CompiledTable, ListenerKind, RedirectInput, RequestFacts, canonical_client,
     normalize_host, normalize_path,
 };
-use sluice_proxy::table::{self, RoutingTable, Scheme};
+use sluice_proxy::table::{self, Backend, BackendId, RoutingTable, Scheme, Stickiness};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,11 +117,16 @@ fn load(file: &Path) -> Case {
                         .get_or_insert_default()
                         .insert(k, ByteString(v.into_bytes()));
                 }
-                // The sources only watch TLS Secrets.
-                if s.type_.as_deref() == Some("kubernetes.io/tls") {
-                    snapshot
-                        .secrets
-                        .insert(key_of(&s.metadata).unwrap(), Arc::new(s));
+                // The sources only watch TLS and session-key Secrets.
+                let key = key_of(&s.metadata).unwrap();
+                match s.type_.as_deref() {
+                    Some("kubernetes.io/tls") => {
+                        snapshot.secrets.insert(key, Arc::new(s));
+                    }
+                    Some(SESSION_KEY_TYPE) => {
+                        snapshot.session_key_secrets.insert(key, Arc::new(s));
+                    }
+                    _ => {}
                 }
             }
             other => panic!("{}: unsupported object {other:?}", file.display()),
@@ -215,11 +221,25 @@ fn file_check(table: &RoutingTable) -> Result<(), String> {
     let yaml = table::to_yaml(table);
     let reread = table::from_yaml_bytes(yaml.as_bytes(), Path::new("<translated>"))
         .map_err(|e| e.to_string())?;
-    // Certificates are left out: private keys are written redacted, by design.
-    if reread.listeners != table.listeners || reread.backends != table.backends {
+    // Certificates and session keys are left out: they are written redacted, by
+    // design.
+    if reread.listeners != table.listeners
+        || without_keys(&reread.backends) != without_keys(&table.backends)
+    {
         return Err("the table reads back differently from YAML".into());
     }
     Ok(())
+}
+
+/// Backends with their sticky cookies' keys removed.
+fn without_keys(backends: &BTreeMap<BackendId, Backend>) -> BTreeMap<BackendId, Backend> {
+    let mut backends = backends.clone();
+    for backend in backends.values_mut() {
+        if let Some(Stickiness::Cookie(cookie)) = &mut backend.sticky {
+            cookie.keys.clear();
+        }
+    }
+    backends
 }
 
 /// What the golden file shows after the translation.

@@ -10,7 +10,7 @@
 use crate::cluster::notice;
 use anyhow::{Context, Result};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace as NamespaceObject, Service};
+use k8s_openapi::api::core::v1::{Namespace as NamespaceObject, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
@@ -193,6 +193,39 @@ impl Namespace {
         Ok(())
     }
 
+    /// A Secret of type `type_` whose `data` holds `entries` (given as
+    /// `stringData`, which the API server moves into `data`).
+    pub async fn create_secret(
+        &self,
+        name: &str,
+        type_: &str,
+        entries: &[(&str, &str)],
+    ) -> Result<()> {
+        let secret: Secret = from_json(json!({
+            "metadata": { "name": name },
+            "type": type_,
+            "stringData": string_map(entries),
+        }))?;
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .with_context(|| format!("cannot create Secret {name}"))?;
+        Ok(())
+    }
+
+    /// Replaces `entries` of Secret `name`, keeping its other data.
+    pub async fn set_secret(&self, name: &str, entries: &[(&str, &str)]) -> Result<()> {
+        self.api::<Secret>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "stringData": string_map(entries) })),
+            )
+            .await
+            .with_context(|| format!("cannot update Secret {name}"))?;
+        Ok(())
+    }
+
     pub async fn delete_ingress(&self, name: &str) -> Result<()> {
         self.api::<Ingress>()
             .delete(name, &DeleteParams::default())
@@ -254,6 +287,13 @@ impl Namespace {
     }
 }
 
+fn string_map(entries: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+        .collect()
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         if std::env::var_os("SLUICE_E2E_KEEP").is_some() {
@@ -297,6 +337,9 @@ async fn delete_namespace(name: &str) -> Result<()> {
         .delete_collection(&dp, &all)
         .await?;
     Api::<Event>::namespaced(client.clone(), name)
+        .delete_collection(&dp, &all)
+        .await?;
+    Api::<Secret>::namespaced(client.clone(), name)
         .delete_collection(&dp, &all)
         .await?;
     // Services have no deletecollection on this server version.

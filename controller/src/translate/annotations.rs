@@ -6,8 +6,12 @@ mod balance;
 mod headers;
 mod health;
 mod redirect;
+mod sticky;
 
 pub use redirect::IngressRedirect;
+pub use sticky::IngressSticky;
+
+use crate::snapshot::Snapshot;
 
 use ipnet::IpNet;
 use sluice_proxy::table::{
@@ -48,6 +52,9 @@ pub struct IngressAnnotations {
     /// `passive-check*`: ejection on failures of real traffic.
     pub passive_check: Option<PassiveCheck>,
     pub retry_on_timeout: Option<bool>,
+    /// `sticky-cookie*`: session persistence; its keys are filled in by
+    /// `load_sticky_keys`.
+    pub sticky: Option<IngressSticky>,
 }
 
 impl IngressAnnotations {
@@ -64,6 +71,22 @@ impl IngressAnnotations {
             || self.health_check.is_some()
             || self.passive_check.is_some()
             || self.retry_on_timeout.is_some()
+            || self.sticky.is_some()
+    }
+
+    /// Fills the sticky cookie's keys from `sluice.dev/sticky-cookie-key-secret`:
+    /// the one annotation that reads another object, hence apart from `parse`.
+    pub fn load_sticky_keys(
+        &mut self,
+        snapshot: &Snapshot,
+        namespace: &str,
+        warnings: &mut Vec<String>,
+    ) {
+        if let Some(sticky) = &mut self.sticky
+            && let Some(secret) = &sticky.key_secret
+        {
+            sticky.cookie.keys = sticky::load_keys(snapshot, namespace, secret, warnings);
+        }
     }
 
     /// Whether some clients are refused (`allow-cidrs` or `deny-cidrs`).
@@ -105,12 +128,17 @@ pub fn parse(
     let mut redirects = redirect::RedirectAnnotations::default();
     let mut balancing = balance::BalanceAnnotations::default();
     let mut health = health::HealthAnnotations::default();
+    let mut sticky = sticky::StickyAnnotations::default();
     for (key, raw) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else {
             continue;
         };
         let value = raw.trim();
-        if redirects.take(name, value) || balancing.take(name, value) || health.take(name, value) {
+        if redirects.take(name, value)
+            || balancing.take(name, value)
+            || health.take(name, value)
+            || sticky.take(name, value)
+        {
             continue;
         }
         let result = match name {
@@ -170,6 +198,7 @@ pub fn parse(
     out.redirect = redirects.resolve(warnings);
     out.balance = balancing.resolve(warnings);
     (out.health_check, out.passive_check) = health.resolve(warnings);
+    out.sticky = sticky.resolve(warnings);
     if let Some(redirect) = &out.redirect {
         // Nothing is forwarded from a redirecting route. Backend options stay: they
         // still apply to the Ingress's defaultBackend, if it has one.
@@ -378,6 +407,20 @@ mod tests {
                 "annotation sluice.dev/slow-start=\"soon\": invalid duration \"soon\": expected e.g. 250ms, 5s, 2m, 1h; ignored"
             ]
         );
+    }
+
+    #[test]
+    fn a_sticky_cookie_affects_the_backend_and_orphans_do_not() {
+        let (a, w) = parse_map(&[
+            ("sluice.dev/sticky-cookie", "SRV"),
+            ("sluice.dev/sticky-cookie-secure", "true"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert!(a.sticky.as_ref().is_some_and(|s| s.cookie.secure));
+        assert!(a.affects_backend());
+        let (a, w) = parse_map(&[("sluice.dev/sticky-cookie-secure", "true")]);
+        assert_eq!(a, IngressAnnotations::default());
+        assert!(w[0].contains("needs sluice.dev/sticky-cookie"), "{w:?}");
     }
 
     #[test]

@@ -124,8 +124,8 @@ impl<'a> Resolver<'a> {
         owner: &'a ObjectKey,
         warnings: &mut Vec<String>,
     ) -> BackendId {
-        // Timeouts, protocol and balancing are per Ingress, so such an Ingress gets
-        // its own copy.
+        // Timeouts, protocol, balancing, checks and stickiness are per Ingress, so
+        // such an Ingress gets its own copy.
         let owner = options.affects_backend().then_some(owner);
         let entry = self.services.entry((namespace, service)).or_default();
         if let Some(known) = entry
@@ -163,6 +163,7 @@ impl<'a> Resolver<'a> {
             retry_on_timeout: options
                 .retry_on_timeout
                 .unwrap_or(defaults.retry_on_timeout),
+            sticky: options.sticky.as_ref().map(|s| s.stickiness()),
             ..defaults
         };
         self.backends.push((id.clone(), backend));

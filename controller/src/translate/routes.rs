@@ -66,7 +66,8 @@ impl<'a> Builder<'a> {
     /// Adds one Ingress; returns whether anything of it is served, and its warnings.
     pub fn add_ingress(&mut self, key: &'a ObjectKey, ingress: &'a Ingress) -> (bool, Vec<String>) {
         let mut warnings = Vec::new();
-        let options = annotations::parse(ingress.metadata.annotations.as_ref(), &mut warnings);
+        let mut options = annotations::parse(ingress.metadata.annotations.as_ref(), &mut warnings);
+        options.load_sticky_keys(self.snapshot, &key.namespace, &mut warnings);
         let Some(spec) = ingress.spec.as_ref() else {
             warnings.push("the Ingress has no spec; nothing to route".into());
             return (false, warnings);
