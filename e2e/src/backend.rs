@@ -11,7 +11,12 @@
 //!   answer `bytes=<count> mismatch=<offset|none>`;
 //! - `status=N`: answer with status N (an error the backend, not the proxy, made);
 //! - `close`: read the whole request body, then close the connection without
-//!   answering (a backend that dies mid-request; the request still counts).
+//!   answering (a backend that dies mid-request; the request still counts);
+//! - `set_cookie=V` (repeatable): add a `Set-Cookie` response header whose whole
+//!   value is `V` percent-decoded (`+` is kept as is), so a test picks the name,
+//!   value and attributes: `set_cookie=JSESSIONID%3Dabc123%3B%20Path%3D%2Fapp`
+//!   sends `Set-Cookie: JSESSIONID=abc123; Path=/app` (a session cookie the
+//!   application sets). An undecodable or invalid value is skipped.
 //!
 //! Otherwise the body is the backend's name.
 //!
@@ -254,6 +259,11 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&config.name) {
         headers.insert("x-backend", v);
     }
+    for cookie in &query.set_cookies {
+        if let Ok(v) = HeaderValue::from_str(cookie) {
+            headers.append(http::header::SET_COOKIE, v);
+        }
+    }
     if query.hop {
         headers.insert("connection", HeaderValue::from_static("x-resp-hop"));
         headers.insert("x-resp-hop", HeaderValue::from_static("1"));
@@ -313,6 +323,7 @@ struct Query {
     hop: bool,
     close: bool,
     status: Option<StatusCode>,
+    set_cookies: Vec<String>,
 }
 
 impl Query {
@@ -327,6 +338,7 @@ impl Query {
                 "echo" => q.echo = true,
                 "hop" => q.hop = true,
                 "close" => q.close = true,
+                "set_cookie" => q.set_cookies.extend(percent_decode(value)),
                 "status" => {
                     q.status = value
                         .parse::<u16>()
@@ -338,4 +350,20 @@ impl Query {
         }
         q
     }
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape or a result that is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }

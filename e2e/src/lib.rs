@@ -27,6 +27,7 @@ pub mod load;
 pub mod pattern;
 pub mod process;
 pub mod raw;
+pub mod sticky;
 pub mod traffic;
 pub mod util;
 pub mod ws;
