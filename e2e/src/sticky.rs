@@ -10,6 +10,7 @@ use crate::util::TempDir;
 use crate::{Options, ProxyProcess};
 use anyhow::Result;
 use http::Method;
+use http::StatusCode;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -311,4 +312,34 @@ pub fn echoed_cookie_pairs(reply: &Reply) -> Vec<String> {
         .filter(|p| !p.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// The plainest sticky backend setting.
+pub const SRV: &str = "sticky: {cookie: {name: SRV}}";
+/// A session key shared by the proxies of a test.
+pub const KEY: &str = "sluice-e2e-shared-session-key-0123456789";
+
+/// A one-off GET with an optional `Cookie` header; the reply must be complete.
+pub async fn get(
+    client: &HttpClient,
+    proxy: SocketAddr,
+    path: &str,
+    cookie: Option<&str>,
+) -> Reply {
+    get_with_cookie(client, proxy, path, cookie).await.unwrap()
+}
+
+/// The test backend that answered a 200; anything else fails the test.
+pub fn served_by(reply: &Reply, what: &str) -> String {
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{what}: {} {}",
+        reply.status,
+        reply.text()
+    );
+    reply
+        .backend()
+        .unwrap_or_else(|| panic!("{what}: a 200 without x-backend: {reply:?}"))
+        .to_owned()
 }
