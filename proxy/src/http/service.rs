@@ -281,18 +281,15 @@ async fn forward(
     // Retries stay on a pinned endpoint that must not be left (`if_unavailable: fail`).
     let mut hold_pin = false;
     loop {
-        let picked = match kept.take() {
-            Some(lease) => Ok(lease),
-            None if attempt == 0 => match &sticky {
-                Some((s, session)) => {
-                    let picked = lease_for_session(backend, s, session, hash).await;
-                    hold_pin = picked.as_ref().is_ok_and(|(_, pinned)| *pinned)
-                        && s.if_unavailable == IfUnavailable::Fail;
-                    picked.map(|(lease, _)| lease)
-                }
-                None => backend.balancer.lease(hash, &avoid).await,
-            },
-            None => backend.balancer.lease(hash, &avoid).await,
+        let picked = match (kept.take(), &sticky) {
+            (Some(lease), _) => Ok(lease),
+            (None, Some((s, session))) if attempt == 0 => {
+                let picked = lease_for_session(backend, s, session, hash).await;
+                hold_pin = picked.as_ref().is_ok_and(|(_, pinned)| *pinned)
+                    && s.if_unavailable == IfUnavailable::Fail;
+                picked.map(|(lease, _)| lease)
+            }
+            (None, _) => backend.balancer.lease(hash, &avoid).await,
         };
         let lease = match picked {
             Ok(lease) => lease,
