@@ -173,6 +173,16 @@ pub fn endpoints(addrs: &[SocketAddr]) -> String {
     format!("[{}]", list.join(", "))
 }
 
+/// The endpoints list of in-process test backends.
+pub fn endpoints_of(backends: &[crate::Backend]) -> String {
+    endpoints(&backends.iter().map(|b| b.addr).collect::<Vec<_>>())
+}
+
+/// Test backends by name and address (for `ids_by_name`).
+pub fn named(backends: &[crate::Backend]) -> Vec<(&str, SocketAddr)> {
+    backends.iter().map(|b| (b.name(), b.addr)).collect()
+}
+
 /// One entry of `backends:`: `endpoints` (a YAML flow list) and `settings`, one
 /// `key: value` line each (`sticky: {cookie: {name: SRV}}`, `balance: first`).
 pub fn backend_yaml(id: &str, endpoints: &str, settings: &[&str]) -> String {

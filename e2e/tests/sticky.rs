@@ -361,7 +361,7 @@ async fn thousand_clients_stay_pinned_through_a_sigkill_with_health_checks() {
 async fn proxies_sharing_a_key_file_route_a_cookie_alike_and_another_key_rejects_it() {
     let _shared = LOAD.read().await;
     let backends = start_backends(["a", "b", "c"]).await;
-    let names: Vec<(&str, SocketAddr)> = backends.iter().map(|b| (b.name(), b.addr)).collect();
+    let names = named(&backends);
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
     let table_at = |listen| {
         table(
@@ -684,8 +684,8 @@ async fn if_unavailable_fail_answers_503_while_the_pinned_endpoint_refuses_conne
 async fn a_cookie_wins_over_the_balancing_algorithm() {
     let _shared = LOAD.read().await;
     let backends = start_backends(["a", "b", "c"]).await;
-    let names: Vec<(&str, SocketAddr)> = backends.iter().map(|b| (b.name(), b.addr)).collect();
-    let eps = endpoints(&backends.iter().map(|b| b.addr).collect::<Vec<_>>());
+    let names = named(&backends);
+    let eps = endpoints_of(&backends);
     let listen = free_addr().unwrap();
     let yaml = table(
         listen,

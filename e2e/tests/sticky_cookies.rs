@@ -11,7 +11,6 @@ use sluice_e2e::client;
 use sluice_e2e::sticky::*;
 use sluice_e2e::{ProxyProcess, free_addr};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
@@ -38,8 +37,8 @@ fn flip(value: &str, at: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_cookie_is_never_an_error_and_gets_a_fresh_one() {
     let backends = start_backends(["a", "b", "c"]).await;
-    let names: Vec<(&str, SocketAddr)> = backends.iter().map(|b| (b.name(), b.addr)).collect();
-    let eps = endpoints(&backends.iter().map(|b| b.addr).collect::<Vec<_>>());
+    let names = named(&backends);
+    let eps = endpoints_of(&backends);
     let listen = free_addr().unwrap();
     let yaml = table(
         listen,
@@ -129,8 +128,8 @@ async fn a_tampered_cookie_is_never_an_error_and_gets_a_fresh_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indirect_cookies_never_reach_the_backend_and_are_not_set_again() {
     let backends = start_backends(["a", "b", "c"]).await;
-    let names: Vec<(&str, SocketAddr)> = backends.iter().map(|b| (b.name(), b.addr)).collect();
-    let eps = endpoints(&backends.iter().map(|b| b.addr).collect::<Vec<_>>());
+    let names = named(&backends);
+    let eps = endpoints_of(&backends);
     let listen = free_addr().unwrap();
     let yaml = table(
         listen,
@@ -315,8 +314,8 @@ async fn inserted_cookies_carry_the_configured_attributes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_and_rewrite_modes_keep_the_applications_cookie() {
     let backends = start_backends(["a", "b", "c"]).await;
-    let names: Vec<(&str, SocketAddr)> = backends.iter().map(|b| (b.name(), b.addr)).collect();
-    let eps = endpoints(&backends.iter().map(|b| b.addr).collect::<Vec<_>>());
+    let names = named(&backends);
+    let eps = endpoints_of(&backends);
     let listen = free_addr().unwrap();
     let yaml = table(
         listen,
@@ -432,7 +431,7 @@ async fn prefix_and_rewrite_modes_keep_the_applications_cookie() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_idle_and_max_life_expire_cookies() {
     let backends = start_backends(["a", "b", "c"]).await;
-    let eps = endpoints(&backends.iter().map(|b| b.addr).collect::<Vec<_>>());
+    let eps = endpoints_of(&backends);
     let listen = free_addr().unwrap();
     let yaml = table(
         listen,
