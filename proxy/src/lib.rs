@@ -11,4 +11,5 @@ pub mod runtime;
 pub mod server;
 pub mod sticky;
 pub mod table;
+pub mod tls;
 pub mod upstream;

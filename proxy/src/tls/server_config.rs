@@ -1,0 +1,297 @@
+//! A listener's rustls `ServerConfig`: protocol versions from a minimum, cipher
+//! suites (ring's defaults unless named), ALPN, certificates by SNI from a
+//! `CertStore`, and session resumption (TLS 1.3 tickets and TLS 1.2 session
+//! ids). The ticketer and the session cache are passed in, because they belong
+//! to the process, not to one table: a swap must not end resumption.
+//!
+//! ring's default suites are the Mozilla "intermediate" set: TLS 1.3 AES-GCM and
+//! ChaCha20-Poly1305, TLS 1.2 ECDHE with AES-GCM or ChaCha20-Poly1305, forward
+//! secret and AEAD only.
+
+use super::certs::CertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::{ServerConfig, SupportedProtocolVersion};
+use std::sync::Arc;
+
+/// The lowest protocol version a listener accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MinVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    pub min_version: MinVersion,
+    /// IANA names (`TLS13_AES_128_GCM_SHA256`, `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`);
+    /// empty: ring's defaults.
+    pub cipher_suites: Vec<String>,
+    /// Offered in this order; empty: `h2`, then `http/1.1`.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// What outlives tables: ticket keys (rotated by rustls every 6 hours, the
+/// previous key still accepted) and the TLS 1.2 session cache.
+pub struct Resumption {
+    pub ticketer: Arc<dyn ProducesTickets>,
+    pub sessions: Arc<dyn StoresServerSessions>,
+}
+
+impl Resumption {
+    pub fn new() -> Result<Self, String> {
+        let ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("cannot make TLS ticket keys: {e}"))?;
+        Ok(Self {
+            ticketer,
+            sessions: ServerSessionMemoryCache::new(64 * 1024),
+        })
+    }
+}
+
+pub fn server_config(
+    certs: Arc<CertStore>,
+    options: &TlsOptions,
+    resumption: &Resumption,
+) -> Result<Arc<ServerConfig>, String> {
+    let provider = provider(&options.cipher_suites)?;
+    let versions: &[&'static SupportedProtocolVersion] = match options.min_version {
+        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("the cipher suites do not fit the protocol versions: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    config.alpn_protocols = if options.alpn.is_empty() {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        options.alpn.clone()
+    };
+    config.ticketer = resumption.ticketer.clone();
+    config.session_storage = resumption.sessions.clone();
+    // The server's preference decides, so a client cannot pick the weakest.
+    config.ignore_client_order = true;
+    Ok(Arc::new(config))
+}
+
+/// ring's provider, limited to the named suites (in the given order).
+fn provider(names: &[String]) -> Result<CryptoProvider, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if names.is_empty() {
+        return Ok(provider);
+    }
+    let mut suites = Vec::with_capacity(names.len());
+    for name in names {
+        let suite = rustls::crypto::ring::ALL_CIPHER_SUITES
+            .iter()
+            .find(|s| s.suite().as_str() == Some(name.as_str()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = rustls::crypto::ring::ALL_CIPHER_SUITES
+                    .iter()
+                    .filter_map(|s| s.suite().as_str())
+                    .collect();
+                format!(
+                    "unknown cipher suite {name:?} (known: {})",
+                    known.join(", ")
+                )
+            })?;
+        suites.push(*suite);
+    }
+    provider.cipher_suites = suites;
+    Ok(provider)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Certificate, PrivateKeyPem};
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, ServerConnection};
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    /// Accepts any certificate: these tests look at which one was sent.
+    #[derive(Debug)]
+    struct AnyCert;
+
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    fn store() -> Arc<CertStore> {
+        let made = rcgen::generate_simple_self_signed(vec!["shop.test".to_owned()]).unwrap();
+        let cert = Certificate {
+            source: None,
+            hosts: Vec::new(),
+            chain_pem: made.cert.pem(),
+            private_key: PrivateKeyPem::new(made.signing_key.serialize_pem()),
+        };
+        let certs = BTreeMap::from([("shop".to_owned(), cert)]);
+        let fallback = super::super::certs::self_signed().unwrap();
+        let mut warnings = Vec::new();
+        let s = CertStore::compile(&certs, None, &fallback, SystemTime::now(), &mut warnings);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        Arc::new(s)
+    }
+
+    fn client(versions: &[&'static SupportedProtocolVersion], alpn: &[&[u8]]) -> ClientConfig {
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert))
+                .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+
+    /// Runs a handshake in memory; the server's connection after it.
+    fn handshake(
+        server: &Arc<ServerConfig>,
+        client: ClientConfig,
+        sni: &str,
+    ) -> Result<(ServerConnection, ClientConnection), rustls::Error> {
+        let name = ServerName::try_from(sni.to_owned()).unwrap();
+        let mut c = ClientConnection::new(Arc::new(client), name)?;
+        let mut s = ServerConnection::new(server.clone())?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            s.read_tls(&mut buf.as_slice()).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok((s, c));
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn sni_chooses_the_certificate_and_alpn_prefers_h2() {
+        let resumption = Resumption::new().unwrap();
+        let certs = store();
+        let server = server_config(certs.clone(), &TlsOptions::default(), &resumption).unwrap();
+        let all = [&rustls::version::TLS13, &rustls::version::TLS12];
+        let (s, c) = handshake(&server, client(&all, &[b"http/1.1", b"h2"]), "shop.test").unwrap();
+        assert_eq!(s.server_name(), Some("shop.test"));
+        assert_eq!(
+            s.alpn_protocol(),
+            Some(&b"h2"[..]),
+            "the server's order wins"
+        );
+        let sent = &c.peer_certificates().unwrap()[0];
+        assert_eq!(sent, &certs.select(Some("shop.test")).cert[0]);
+        assert_ne!(sent, &certs.select(None).cert[0], "not the default one");
+        let (s, _) = handshake(&server, client(&all, &[b"http/1.1"]), "shop.test").unwrap();
+        assert_eq!(s.alpn_protocol(), Some(&b"http/1.1"[..]));
+    }
+
+    #[test]
+    fn tls12_clients_are_refused_when_the_minimum_is_tls13() {
+        let resumption = Resumption::new().unwrap();
+        let tls12 = [&rustls::version::TLS12];
+        let open = server_config(store(), &TlsOptions::default(), &resumption).unwrap();
+        let (s, _) = handshake(&open, client(&tls12, &[]), "shop.test").unwrap();
+        assert_eq!(s.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+        let strict = TlsOptions {
+            min_version: MinVersion::Tls13,
+            ..TlsOptions::default()
+        };
+        let strict = server_config(store(), &strict, &resumption).unwrap();
+        assert!(handshake(&strict, client(&tls12, &[]), "shop.test").is_err());
+    }
+
+    #[test]
+    fn cipher_suites_are_named_and_unknown_names_are_refused() {
+        let resumption = Resumption::new().unwrap();
+        let only = TlsOptions {
+            cipher_suites: vec![
+                "TLS13_CHACHA20_POLY1305_SHA256".into(),
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256".into(),
+            ],
+            ..TlsOptions::default()
+        };
+        let server = server_config(store(), &only, &resumption).unwrap();
+        let all = [&rustls::version::TLS13, &rustls::version::TLS12];
+        let (s, _) = handshake(&server, client(&all, &[]), "shop.test").unwrap();
+        assert_eq!(
+            s.negotiated_cipher_suite().unwrap().suite().as_str(),
+            Some("TLS13_CHACHA20_POLY1305_SHA256")
+        );
+        let bad = TlsOptions {
+            cipher_suites: vec!["TLS_RSA_WITH_RC4_128_MD5".into()],
+            ..TlsOptions::default()
+        };
+        let err = server_config(store(), &bad, &resumption).unwrap_err();
+        assert!(err.contains("unknown cipher suite"), "{err}");
+    }
+
+    #[test]
+    fn a_new_config_with_the_same_ticketer_resumes_sessions() {
+        let resumption = Resumption::new().unwrap();
+        let first = server_config(store(), &TlsOptions::default(), &resumption).unwrap();
+        // Clones share the client's session store.
+        let client = client(&[&rustls::version::TLS13], &[]);
+        let (mut s, mut c) = handshake(&first, client.clone(), "shop.test").unwrap();
+        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        // TLS 1.3 tickets travel after the handshake.
+        let mut buf = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut buf).unwrap();
+        }
+        c.read_tls(&mut buf.as_slice()).unwrap();
+        c.process_new_packets().unwrap();
+        // A table swap builds a new config; resumption survives it.
+        let second = server_config(store(), &TlsOptions::default(), &resumption).unwrap();
+        let (s, _) = handshake(&second, client.clone(), "shop.test").unwrap();
+        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        // Another process's ticket keys cannot open it.
+        let stranger =
+            server_config(store(), &TlsOptions::default(), &Resumption::new().unwrap()).unwrap();
+        let (s, _) = handshake(&stranger, client, "shop.test").unwrap();
+        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    }
+}
