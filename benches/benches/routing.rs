@@ -90,6 +90,7 @@ fn big_table() -> RoutingTable {
             forwarded: ForwardedHeaders::Off,
             timeouts: Default::default(),
             error_pages: Default::default(),
+            tls: None,
         })],
         backends,
         certificates: Default::default(),

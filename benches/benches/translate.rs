@@ -16,7 +16,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use sluice_controller::snapshot::{ObjectKey, Snapshot};
 use sluice_controller::translate::{Options, translate};
-use sluice_proxy::table::Listener;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -212,9 +211,7 @@ fn bench_translate(c: &mut Criterion) {
         t.statuses.iter().find(|s| !s.warnings.is_empty())
     );
     assert!(t.warnings.is_empty(), "{:?}", t.warnings);
-    let routes = match &t.table.listeners[0] {
-        Listener::Http(h) => h.routes.len(),
-    };
+    let routes = t.table.listeners[0].http().routes.len();
     assert_eq!(routes, INGRESSES * 2 * 5);
     // Three backends per Service (`:80`, `:http`, `:grpc`), five endpoints each.
     assert_eq!(t.table.backends.len(), INGRESSES * 3);

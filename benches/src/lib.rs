@@ -63,6 +63,7 @@ pub mod route_lookup {
                 forwarded: Default::default(),
                 timeouts: Default::default(),
                 error_pages: Default::default(),
+                tls: None,
             })],
             backends: (0..50)
                 .map(|b| {

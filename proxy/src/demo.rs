@@ -157,6 +157,7 @@ pub fn table(
             forwarded: Default::default(),
             timeouts: Default::default(),
             error_pages: Default::default(),
+            tls: None,
         })],
         backends: [
             ("blue".to_owned(), backend(vec![ep(blue, 1)])),

@@ -5,7 +5,9 @@
 use crate::balance::Registry;
 use crate::health::CheckTasks;
 use crate::sticky::SessionKeys;
+use crate::tls::TlsRuntime;
 use crate::upstream::Upstreams;
+use std::sync::OnceLock;
 
 #[derive(Default)]
 pub struct Runtime {
@@ -14,9 +16,19 @@ pub struct Runtime {
     pub checks: CheckTasks,
     /// Keys of sticky-session cookies whose table entry names none.
     pub session_keys: SessionKeys,
+    /// Made when the first `https` listener is compiled.
+    tls: OnceLock<Result<TlsRuntime, String>>,
 }
 
 impl Runtime {
+    /// The TLS state shared by every table, made on first use.
+    pub fn tls(&self) -> Result<&TlsRuntime, &str> {
+        self.tls
+            .get_or_init(TlsRuntime::new)
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
     pub fn with_session_keys(keys: SessionKeys) -> Self {
         Self {
             session_keys: keys,

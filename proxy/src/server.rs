@@ -1,7 +1,7 @@
 //! The proxy runtime: the live table (one `ArcSwap`), listeners opened and closed
 //! as tables change, and graceful shutdown.
 
-use crate::compile::{self, CompileError, CompiledTable, ListenerKind};
+use crate::compile::{self, CompileError, CompiledTable, ListenerKind, Transport};
 use crate::http::conn;
 use crate::http::service::ConnInfo;
 use crate::runtime::Runtime;
@@ -147,11 +147,21 @@ impl Proxy {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn listener_timeouts(&self, bind: SocketAddr) -> ListenerTimeouts {
+    /// The timeouts and transport of the listener at `bind`, from the live table:
+    /// a new table's certificates apply to the next connection.
+    fn listener_settings(&self, bind: SocketAddr) -> (ListenerTimeouts, Option<Transport>) {
         let table = self.table();
-        match table.listener(bind).map(|l| &l.kind) {
-            Some(ListenerKind::Http(http)) => http.timeouts,
-            None => ListenerTimeouts::default(),
+        match table.listener(bind) {
+            Some(listener) => {
+                let ListenerKind::Http(http) = &listener.kind;
+                let transport = match &listener.transport {
+                    Transport::Plain => Transport::Plain,
+                    Transport::Tls(config) => Transport::Tls(config.clone()),
+                    Transport::Unusable => Transport::Unusable,
+                };
+                (http.timeouts, Some(transport))
+            }
+            None => (ListenerTimeouts::default(), None),
         }
     }
 }
@@ -182,12 +192,28 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, stop: Cancellatio
             Ok((stream, peer)) => {
                 // Accepted sockets do not inherit TCP_NODELAY on Linux.
                 let _ = stream.set_nodelay(true);
-                let info = ConnInfo { peer, bind };
-                let timeouts = proxy.listener_timeouts(bind);
+                let (timeouts, transport) = proxy.listener_settings(bind);
+                let tls = match transport {
+                    Some(Transport::Plain) => None,
+                    Some(Transport::Tls(config)) => Some(config),
+                    // Never in the clear on an `https` port; a removed
+                    // listener's last connections are refused too.
+                    Some(Transport::Unusable) | None => continue,
+                };
+                let info = ConnInfo {
+                    peer,
+                    bind,
+                    tls: tls.is_some(),
+                };
                 let stop = stop.clone();
-                proxy
-                    .connections
-                    .spawn(conn::serve(proxy.clone(), stream, info, timeouts, stop));
+                proxy.connections.spawn(conn::serve(
+                    proxy.clone(),
+                    stream,
+                    info,
+                    timeouts,
+                    tls,
+                    stop,
+                ));
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off rather than spin.

@@ -107,6 +107,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         forwarded: Default::default(),
         timeouts: Default::default(),
         error_pages: Default::default(),
+        tls: None,
     }));
     statuses.sort_by(|a, b| a.ingress.cmp(&b.ingress));
     Translation {

@@ -7,7 +7,7 @@ use super::{
     CompiledAction, CompiledTable, HttpListener, ListenerKind, RequestFacts, canonical_client,
     normalize_host, normalize_path,
 };
-use crate::table::{self, Listener};
+use crate::table;
 use http::{HeaderMap, Method};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -276,7 +276,7 @@ fn find_listener<'t>(
 ) -> Result<(&'t HttpListener, &'t table::HttpListener), ExplainError> {
     let pairs = table.listeners.iter().zip(&table.source.listeners);
     for (compiled, source) in pairs {
-        let (ListenerKind::Http(c), Listener::Http(s)) = (&compiled.kind, source);
+        let (ListenerKind::Http(c), s) = (&compiled.kind, source.http());
         if name.is_none_or(|n| n == s.name) {
             return Ok((c, s));
         }

@@ -25,6 +25,8 @@ use crate::table::{
     self, Backend, BackendTimeouts, HealthCheck, IpNet, Listener, PassiveCheck, RoutingTable,
     SourceRef, Stickiness,
 };
+use crate::tls::certs::CertStore;
+use crate::tls::server_config::{MinVersion, TlsOptions, server_config};
 use crate::upstream::Upstream;
 use http::uri::Authority;
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +46,18 @@ pub struct CompiledListener {
     pub name: Arc<str>,
     pub bind: SocketAddr,
     pub kind: ListenerKind,
+    pub transport: Transport,
+}
+
+/// What a connection speaks before HTTP.
+pub enum Transport {
+    Plain,
+    /// TLS with this listener's settings and the table's certificates; a new
+    /// table's connections get the new certificates.
+    Tls(Arc<rustls::ServerConfig>),
+    /// An `https` listener whose TLS settings could not be used (warned):
+    /// connections are closed rather than served in the clear.
+    Unusable,
 }
 
 pub enum ListenerKind {
@@ -208,15 +222,24 @@ pub fn compile(table: RoutingTable, runtime: &Runtime) -> Result<CompiledTable, 
         .map(|(id, b)| compile_backend(id, b, runtime, &mut warnings))
         .collect();
 
+    let mut cert_stores = HashMap::new();
     let listeners = table
         .listeners
         .iter()
-        .map(|listener| match listener {
-            Listener::Http(http) => CompiledListener {
+        .map(|listener| {
+            let http = listener.http();
+            let transport = match listener {
+                Listener::Http(_) => Transport::Plain,
+                Listener::Https(_) => {
+                    compile_tls(http, &table, runtime, &mut cert_stores, &mut warnings)
+                }
+            };
+            CompiledListener {
                 name: Arc::from(http.name.as_str()),
                 bind: http.bind,
                 kind: ListenerKind::Http(compile_http(http, &backend_ix, &mut warnings)),
-            },
+                transport,
+            }
         })
         .collect();
 
@@ -551,6 +574,57 @@ fn compile_sticky(
         })
         .collect();
     CompiledSticky::new(id, cookie, keys, pins, state.sticky_counts.clone())
+}
+
+/// An `https` listener's `ServerConfig`; the certificate stores are shared by
+/// listeners with the same default certificate, so each warns once.
+fn compile_tls(
+    http: &table::HttpListener,
+    table: &RoutingTable,
+    runtime: &Runtime,
+    stores: &mut HashMap<Option<String>, Arc<CertStore>>,
+    warnings: &mut Vec<String>,
+) -> Transport {
+    let settings = http.tls.clone().unwrap_or_default();
+    let name = &http.name;
+    let shared = match runtime.tls() {
+        Ok(shared) => shared,
+        Err(e) => {
+            warnings.push(format!(
+                "listener `{name}`: {e}; its connections are closed"
+            ));
+            return Transport::Unusable;
+        }
+    };
+    let store = stores
+        .entry(settings.default_certificate.clone())
+        .or_insert_with(|| {
+            Arc::new(CertStore::compile(
+                &table.certificates,
+                settings.default_certificate.as_deref(),
+                &shared.fallback,
+                std::time::SystemTime::now(),
+                warnings,
+            ))
+        })
+        .clone();
+    let options = TlsOptions {
+        min_version: match settings.min_version {
+            table::TlsVersion::Tls12 => MinVersion::Tls12,
+            table::TlsVersion::Tls13 => MinVersion::Tls13,
+        },
+        cipher_suites: settings.cipher_suites,
+        alpn: settings.alpn.into_iter().map(String::into_bytes).collect(),
+    };
+    match server_config(store, &options, &shared.resumption) {
+        Ok(config) => Transport::Tls(config),
+        Err(e) => {
+            warnings.push(format!(
+                "listener `{name}` tls: {e}; its connections are closed"
+            ));
+            Transport::Unusable
+        }
+    }
 }
 
 /// `backend` with each setting named in `problems` back at its default.

@@ -35,14 +35,41 @@ pub async fn serve(
     stream: TcpStream,
     info: ConnInfo,
     timeouts: ListenerTimeouts,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: CancellationToken,
 ) {
     let state = Arc::new(ConnState::new());
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         inner: stream,
         state: state.clone(),
-    });
+    };
+    match tls {
+        None => serve_http(proxy, TokioIo::new(tracked), state, info, timeouts, stop).await,
+        Some(config) => {
+            // The handshake is part of the request head's time budget.
+            let handshake = tokio_rustls::TlsAcceptor::from(config).accept(tracked);
+            let limit = timeouts.request_header.to_std();
+            match tokio::time::timeout(limit, handshake).await {
+                Ok(Ok(stream)) => {
+                    serve_http(proxy, TokioIo::new(stream), state, info, timeouts, stop).await;
+                }
+                Ok(Err(e)) => debug!(peer = %info.peer, "TLS handshake failed: {e}"),
+                Err(_) => debug!(peer = %info.peer, "no TLS handshake within {limit:?}"),
+            }
+        }
+    }
+}
 
+async fn serve_http<S>(
+    proxy: Arc<Proxy>,
+    io: TokioIo<S>,
+    state: Arc<ConnState>,
+    info: ConnInfo,
+    timeouts: ListenerTimeouts,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's own header timer would also close idle keep-alive connections; ours
     // (ConnState) separates the two.

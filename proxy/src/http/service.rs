@@ -33,6 +33,8 @@ use tracing::{debug, info, warn};
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub bind: SocketAddr,
+    /// The client spoke TLS to us.
+    pub tls: bool,
 }
 
 pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
@@ -89,7 +91,11 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
         }
         CompiledAction::Redirect(redirect) => {
             let input = RedirectInput {
-                scheme: Scheme::Http,
+                scheme: if conn.tls {
+                    Scheme::Https
+                } else {
+                    Scheme::Http
+                },
                 host: request_host(&req),
                 path: &path,
                 matched_len: selected.matched_len,
@@ -251,7 +257,7 @@ async fn forward(
         &mut parts.headers,
         listener.forwarded,
         canonical_client(conn.peer.ip()),
-        "http",
+        if conn.tls { "https" } else { "http" },
         host.as_ref(),
     );
     // The route's edits come last, so they can override anything above.

@@ -14,13 +14,55 @@ pub struct TableError {
     pub message: String,
 }
 
+fn check_tls(
+    table: &RoutingTable,
+    tls: &crate::table::ListenerTls,
+    path: &str,
+    errors: &mut Vec<TableError>,
+) {
+    if let Some(id) = &tls.default_certificate
+        && !table.certificates.contains_key(id)
+    {
+        errors.push(TableError {
+            path: format!("{path}.default_certificate"),
+            message: format!("no certificate `{id}` in `certificates`"),
+        });
+    }
+    for message in crate::tls::server_config::suite_problems(&tls.cipher_suites) {
+        errors.push(TableError {
+            path: format!("{path}.cipher_suites"),
+            message,
+        });
+    }
+    if tls.alpn.iter().any(|p| p.is_empty() || p.len() > 255) {
+        errors.push(TableError {
+            path: format!("{path}.alpn"),
+            message: "protocol names are 1 to 255 bytes".into(),
+        });
+    }
+}
+
 /// All problems of `table`, in document order.
 pub fn check(table: &RoutingTable) -> Result<(), Vec<TableError>> {
     let mut errors = Vec::new();
     for (li, listener) in table.listeners.iter().enumerate() {
         match listener {
             Listener::Http(http) => {
-                check_http(table, http, &format!("listeners[{li}].http"), &mut errors)
+                let path = format!("listeners[{li}].http");
+                check_http(table, http, &path, &mut errors);
+                if http.tls.is_some() {
+                    errors.push(TableError {
+                        path: format!("{path}.tls"),
+                        message: "TLS settings need an `https` listener".into(),
+                    });
+                }
+            }
+            Listener::Https(http) => {
+                let path = format!("listeners[{li}].https");
+                check_http(table, http, &path, &mut errors);
+                if let Some(tls) = &http.tls {
+                    check_tls(table, tls, &format!("{path}.tls"), &mut errors);
+                }
             }
         }
     }
@@ -149,6 +191,36 @@ pub(crate) fn check_path(path: &PathMatch) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::table::from_yaml_str;
+
+    #[test]
+    fn tls_settings_belong_to_https_listeners_and_name_real_things() {
+        let table = from_yaml_str(
+            "listeners:
+  - http: {name: plain, bind: 127.0.0.1:1, tls: {}}
+  - https:
+      name: secure
+      bind: 127.0.0.1:2
+      tls: {default_certificate: nope, cipher_suites: [TLS_RSA_WITH_RC4_128_MD5], alpn: ['']}
+",
+        )
+        .unwrap();
+        let paths: Vec<String> = check(&table)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "listeners[0].http.tls",
+                "listeners[1].https.tls.default_certificate",
+                "listeners[1].https.tls.cipher_suites",
+                "listeners[1].https.tls.alpn"
+            ]
+        );
+        let fine = from_yaml_str("listeners: [{https: {name: s, bind: 127.0.0.1:2}}]").unwrap();
+        assert!(check(&fine).is_ok());
+    }
 
     #[test]
     fn errors_name_the_field_and_the_route() {

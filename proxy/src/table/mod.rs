@@ -16,6 +16,7 @@ mod matchers;
 mod pattern;
 mod secret;
 mod sticky;
+mod tls;
 pub mod validate;
 
 pub use actions::{
@@ -46,6 +47,7 @@ pub use sticky::{
     CookieMode, IfUnavailable, MIN_SESSION_KEY_LEN, SameSite, Stickiness, StickyCookie,
     is_cookie_name, parse_session_keys,
 };
+pub use tls::{ListenerTls, TlsVersion};
 pub use validate::host as validate_host;
 
 use serde::{Deserialize, Serialize};
@@ -88,23 +90,30 @@ impl std::fmt::Display for SourceRef {
     }
 }
 
-/// A listening socket, by protocol. TCP and TLS listeners arrive as new variants.
+/// A listening socket, by protocol. TCP listeners arrive as a new variant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Listener {
     Http(HttpListener),
+    /// HTTP over TLS: the same settings, plus `tls` (defaults when absent).
+    Https(HttpListener),
 }
 
 impl Listener {
     pub fn name(&self) -> &str {
-        match self {
-            Listener::Http(l) => &l.name,
-        }
+        &self.http().name
     }
     pub fn bind(&self) -> SocketAddr {
+        self.http().bind
+    }
+    /// The HTTP side (routes, timeouts, ...) of either variant.
+    pub fn http(&self) -> &HttpListener {
         match self {
-            Listener::Http(l) => l.bind,
+            Listener::Http(l) | Listener::Https(l) => l,
         }
+    }
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Listener::Https(_))
     }
 }
 
@@ -128,6 +137,9 @@ pub struct HttpListener {
     /// (404 no route, 403, 502, 503, 504, and `deny` without a body).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub error_pages: BTreeMap<ErrorStatus, ErrorPage>,
+    /// TLS settings; only on `https` listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
 }
 
 /// How `X-Forwarded-For`, `-Proto` and `-Host` are produced.

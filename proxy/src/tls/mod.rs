@@ -5,3 +5,22 @@
 pub mod certs;
 pub mod client_hello;
 pub mod server_config;
+
+use rustls::sign::CertifiedKey;
+use std::sync::Arc;
+
+/// What TLS listeners share across tables: the self-signed default certificate
+/// (made once, so a swap does not change it) and session resumption state.
+pub struct TlsRuntime {
+    pub fallback: Arc<CertifiedKey>,
+    pub resumption: server_config::Resumption,
+}
+
+impl TlsRuntime {
+    pub fn new() -> Result<Self, String> {
+        Ok(Self {
+            fallback: certs::self_signed()?,
+            resumption: server_config::Resumption::new()?,
+        })
+    }
+}

@@ -77,6 +77,14 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// What is wrong with a list of suite names (unknown names), for `check`.
+pub fn suite_problems(names: &[String]) -> Vec<String> {
+    match provider(names) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![e],
+    }
+}
+
 /// ring's provider, limited to the named suites (in the given order).
 fn provider(names: &[String]) -> Result<CryptoProvider, String> {
     let mut provider = rustls::crypto::ring::default_provider();

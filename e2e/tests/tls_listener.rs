@@ -1,0 +1,268 @@
+//! HTTPS listeners against the real binary: the certificate chosen by SNI
+//! (exact, wildcard, default), HTTP over TLS reaching the backend with
+//! `X-Forwarded-Proto: https`, a certificate rotated by a table reload while
+//! clients keep handshaking, and the minimum protocol version.
+
+// clippy allows unwrap in #[test] fns only; helpers here are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::Result;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SupportedProtocolVersion};
+use sluice_e2e::{Backend, ProxyProcess, eventually, free_addr};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Accepts any certificate: the tests compare the one sent with the expected one.
+#[derive(Debug)]
+struct AnyCert;
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn connector(versions: &[&'static SupportedProtocolVersion]) -> TlsConnector {
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A handshake with `sni` (an IP address sends none).
+async fn handshake(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    sni: &str,
+) -> Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_owned())?;
+    Ok(connector.connect(name, tcp).await?)
+}
+
+fn leaf(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    let (_, conn) = stream.get_ref();
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+}
+
+/// A certificate for `names`: its PEM chain and key, and its DER to compare.
+struct Made {
+    chain: String,
+    key: String,
+    der: Vec<u8>,
+}
+
+fn made(names: &[&str]) -> Made {
+    let made = rcgen::generate_simple_self_signed(
+        names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    Made {
+        chain: made.cert.pem(),
+        key: made.signing_key.serialize_pem(),
+        der: made.cert.der().to_vec(),
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("        {l}\n"))
+        .collect::<String>()
+}
+
+fn table(listen: SocketAddr, backend: &Backend, certs: &[(&str, &Made)], tls: &str) -> String {
+    let mut yaml = format!(
+        "listeners:
+  - https:
+      name: web
+      bind: {listen}
+      tls: {tls}
+      routes:
+        - {{name: all, action: {{forward: app}}}}
+backends:
+  app:
+    endpoints: [{{address: {}}}]
+certificates:
+",
+        backend.addr
+    );
+    for (id, cert) in certs {
+        yaml.push_str(&format!(
+            "  {id}:\n    chain_pem: |\n{}    private_key: |\n{}",
+            indent(&cert.chain),
+            indent(&cert.key)
+        ));
+    }
+    yaml
+}
+
+const ALL: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_certificate_and_http_flows_over_tls() {
+    let backend = Backend::start("app").await;
+    let listen = free_addr().unwrap();
+    let (a, wild, fallback) = (
+        made(&["a.test"]),
+        made(&["*.c.test"]),
+        made(&["fallback.test"]),
+    );
+    let yaml = table(
+        listen,
+        &backend,
+        &[("a", &a), ("wild", &wild), ("fallback", &fallback)],
+        "{default_certificate: fallback}",
+    );
+    let proxy = ProxyProcess::start(&yaml).await.unwrap();
+    let tls = connector(ALL);
+    for (sni, want) in [
+        ("a.test", &a.der),
+        ("A.TEST", &a.der),
+        ("x.c.test", &wild.der),
+        ("x.y.c.test", &fallback.der),
+        ("unknown.test", &fallback.der),
+        ("127.0.0.1", &fallback.der),
+    ] {
+        let stream = handshake(&tls, listen, sni).await.unwrap();
+        assert_eq!(leaf(&stream).as_ref(), Some(want), "SNI {sni}");
+    }
+
+    // HTTP/1.1 over TLS reaches the backend, which learns the client used TLS.
+    let stream = handshake(&tls, listen, "a.test").await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/?echo")
+        .header("host", "a.test")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-backend"], "app");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let proto: Vec<&str> = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0] == "x-forwarded-proto")
+        .filter_map(|pair| pair[1].as_str())
+        .collect();
+    assert_eq!(proto, ["https"], "{echo}");
+    drop(proxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_served_after_a_reload_without_failed_handshakes() {
+    let backend = Backend::start("app").await;
+    let listen = free_addr().unwrap();
+    let (old, new) = (made(&["a.test"]), made(&["a.test"]));
+    let proxy = ProxyProcess::start(&table(listen, &backend, &[("a", &old)], "{}"))
+        .await
+        .unwrap();
+    let tls = connector(ALL);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (tls, stop, done, failed) = (tls.clone(), stop.clone(), done.clone(), failed.clone());
+        clients.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match handshake(&tls, listen, "a.test").await {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+    }
+    eventually(
+        "handshakes before the rotation",
+        Duration::from_secs(5),
+        || async { (done.load(Ordering::Relaxed) > 50).then_some(()) },
+    )
+    .await
+    .unwrap();
+    proxy
+        .rewrite(&table(listen, &backend, &[("a", &new)], "{}"))
+        .unwrap();
+    let rotated = std::time::Instant::now();
+    eventually("the new certificate", Duration::from_secs(5), || async {
+        let stream = handshake(&tls, listen, "a.test").await.ok()?;
+        (leaf(&stream) == Some(new.der.clone())).then_some(())
+    })
+    .await
+    .unwrap();
+    let took = rotated.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    while clients.join_next().await.is_some() {}
+    let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "rotation: new certificate served {took:?} after the rewrite; {done} handshakes, {failed} failed"
+    );
+    assert_eq!(failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls13_minimum_refuses_tls12_clients() {
+    let backend = Backend::start("app").await;
+    let listen = free_addr().unwrap();
+    let a = made(&["a.test"]);
+    let _proxy = ProxyProcess::start(&table(
+        listen,
+        &backend,
+        &[("a", &a)],
+        "{min_version: tls13}",
+    ))
+    .await
+    .unwrap();
+    let tls12 = connector(&[&rustls::version::TLS12]);
+    assert!(handshake(&tls12, listen, "a.test").await.is_err());
+    let tls13 = connector(&[&rustls::version::TLS13]);
+    let stream = handshake(&tls13, listen, "a.test").await.unwrap();
+    assert_eq!(leaf(&stream), Some(a.der.clone()));
+}
