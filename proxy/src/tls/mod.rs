@@ -4,7 +4,10 @@
 
 pub mod certs;
 pub mod client_hello;
+mod insecure;
 pub mod server_config;
+
+pub use insecure::InsecureAnyCertificate;
 
 use rustls::sign::CertifiedKey;
 use std::sync::Arc;

@@ -116,49 +116,10 @@ fn provider(names: &[String]) -> Result<CryptoProvider, String> {
 mod tests {
     use super::*;
     use crate::table::{Certificate, PrivateKeyPem};
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, ServerConnection};
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, ServerConnection};
     use std::collections::BTreeMap;
     use std::time::SystemTime;
-
-    /// Accepts any certificate: these tests look at which one was sent.
-    #[derive(Debug)]
-    struct AnyCert;
-
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Ok(HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
 
     fn store() -> Arc<CertStore> {
         let made = rcgen::generate_simple_self_signed(vec!["shop.test".to_owned()]).unwrap();
@@ -182,7 +143,9 @@ mod tests {
                 .with_protocol_versions(versions)
                 .unwrap()
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCert))
+                .with_custom_certificate_verifier(Arc::new(
+                    crate::tls::InsecureAnyCertificate::ring(),
+                ))
                 .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
