@@ -149,19 +149,16 @@ impl Proxy {
 
     /// The timeouts and transport of the listener at `bind`, from the live table:
     /// a new table's certificates apply to the next connection.
-    fn listener_settings(&self, bind: SocketAddr) -> (ListenerTimeouts, Option<Transport>) {
+    /// A listener removed by the latest table still serves what it accepted
+    /// (each request is answered that the listener is gone).
+    fn listener_settings(&self, bind: SocketAddr) -> (ListenerTimeouts, Transport) {
         let table = self.table();
         match table.listener(bind) {
             Some(listener) => {
                 let ListenerKind::Http(http) = &listener.kind;
-                let transport = match &listener.transport {
-                    Transport::Plain => Transport::Plain,
-                    Transport::Tls(config) => Transport::Tls(config.clone()),
-                    Transport::Unusable => Transport::Unusable,
-                };
-                (http.timeouts, Some(transport))
+                (http.timeouts, listener.transport.clone())
             }
-            None => (ListenerTimeouts::default(), None),
+            None => (ListenerTimeouts::default(), Transport::Plain),
         }
     }
 }
@@ -194,11 +191,10 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, stop: Cancellatio
                 let _ = stream.set_nodelay(true);
                 let (timeouts, transport) = proxy.listener_settings(bind);
                 let tls = match transport {
-                    Some(Transport::Plain) => None,
-                    Some(Transport::Tls(config)) => Some(config),
-                    // Never in the clear on an `https` port; a removed
-                    // listener's last connections are refused too.
-                    Some(Transport::Unusable) | None => continue,
+                    Transport::Plain => None,
+                    Transport::Tls(config) => Some(config),
+                    // Never in the clear on an `https` port.
+                    Transport::Unusable => continue,
                 };
                 let info = ConnInfo {
                     peer,

@@ -50,6 +50,7 @@ pub struct CompiledListener {
 }
 
 /// What a connection speaks before HTTP.
+#[derive(Clone)]
 pub enum Transport {
     Plain,
     /// TLS with this listener's settings and the table's certificates; a new
