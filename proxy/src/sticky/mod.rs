@@ -40,9 +40,19 @@ pub struct CompiledSticky {
     keys: Vec<MacKey>,
     /// Every key's id of every endpoint, with the key's index.
     pins: HashMap<EndpointId, (Pin, usize)>,
-    /// The signing key's id of each endpoint.
-    ids: HashMap<EndpointAddress, EndpointId>,
+    /// What each endpoint's responses carry, under the signing key.
+    issued: HashMap<EndpointAddress, Issued>,
     counts: Arc<StickyCounts>,
+}
+
+/// An endpoint's cookie, rendered when the table is compiled.
+struct Issued {
+    id: EndpointId,
+    /// `id` as cookie text (the value, or the prefix in prefix mode).
+    text: String,
+    /// Insert mode without timestamps: the whole `Set-Cookie` value, which
+    /// never changes.
+    set_cookie: Option<HeaderValue>,
 }
 
 /// How requests met their pins; kept beside the backend's state, so they
@@ -91,14 +101,28 @@ impl CompiledSticky {
         counts: Arc<StickyCounts>,
     ) -> Self {
         let keys: Vec<MacKey> = keys.iter().map(MacKey::new).collect();
+        let attributes = attributes(cookie);
+        let fixed_cookie = cookie.mode == CookieMode::Insert && !cookie.has_timestamps();
         let mut pins = HashMap::with_capacity(members.len() * keys.len());
-        let mut ids = HashMap::with_capacity(members.len());
+        let mut issued = HashMap::with_capacity(members.len());
         for (address, pin) in members {
             let text = address.to_string();
             for (k, key) in keys.iter().enumerate() {
                 let id = key.endpoint_id(backend, &text);
                 if k == 0 {
-                    ids.insert(address.clone(), id);
+                    let text = token::encode_id(&id);
+                    let set_cookie = fixed_cookie
+                        .then(|| {
+                            HeaderValue::from_str(&format!("{}={text}{attributes}", cookie.name))
+                                .ok()
+                        })
+                        .flatten();
+                    let entry = Issued {
+                        id,
+                        text,
+                        set_cookie,
+                    };
+                    issued.insert(address.clone(), entry);
                 }
                 pins.insert(id, (pin.clone(), k));
             }
@@ -114,10 +138,10 @@ impl CompiledSticky {
             if_unavailable: cookie.if_unavailable,
             max_idle: secs(cookie.max_idle),
             max_life: secs(cookie.max_life),
-            attributes: attributes(cookie),
+            attributes,
             keys,
             pins,
-            ids,
+            issued,
             counts,
         }
     }
@@ -217,7 +241,7 @@ impl CompiledSticky {
         session: &Session<'_>,
         served: &EndpointState,
     ) {
-        let Some(id) = self.ids.get(&served.address) else {
+        let Some(issued) = self.issued.get(&served.address) else {
             return;
         };
         let same = session.current_key
@@ -225,20 +249,19 @@ impl CompiledSticky {
                 .pin
                 .is_some_and(|p| std::ptr::eq(Arc::as_ptr(&p.endpoint), served));
         let set = match self.mode {
-            CookieMode::Insert => self.insert(headers, session, id, same),
+            CookieMode::Insert => self.insert(headers, session, issued, same),
             CookieMode::Rewrite => {
-                let value = token::encode_id(id);
                 let keep_out = self.indirect && same;
                 cookies::edit_response(headers, &self.name, |_| {
                     if keep_out {
                         cookies::SetCookieEdit::Remove
                     } else {
-                        cookies::SetCookieEdit::Replace(value.clone())
+                        cookies::SetCookieEdit::Replace(issued.text.clone())
                     }
                 }) > 0
             }
             CookieMode::Prefix => {
-                let prefix = token::encode_id(id);
+                let prefix = &issued.text;
                 cookies::edit_response(headers, &self.name, |v| {
                     // An empty value deletes the cookie: nothing to pin.
                     if v.is_empty() {
@@ -260,10 +283,17 @@ impl CompiledSticky {
         &self,
         headers: &mut HeaderMap,
         session: &Session<'_>,
-        id: &EndpointId,
+        issued: &Issued,
         same: bool,
     ) -> bool {
         cookies::edit_response(headers, &self.name, |_| cookies::SetCookieEdit::Remove);
+        if let Some(fixed) = &issued.set_cookie {
+            if self.indirect && same {
+                return false;
+            }
+            headers.append(header::SET_COOKIE, fixed.clone());
+            return true;
+        }
         let now = session.now;
         let (value, refreshed) = if self.stamped() {
             let (stamps, refreshed) = match session.stamps.filter(|_| same) {
@@ -286,10 +316,10 @@ impl CompiledSticky {
             let Some(key) = self.keys.first() else {
                 return false;
             };
-            let value = token::encode_stamped(key, &self.name, id, stamps);
+            let value = token::encode_stamped(key, &self.name, &issued.id, stamps);
             (value, refreshed)
         } else {
-            (token::encode_id(id), false)
+            (issued.text.clone(), false)
         };
         if self.indirect && same && !refreshed {
             return false;
@@ -324,7 +354,7 @@ impl CompiledSticky {
 
     /// The cookie id of the endpoint at `address`, for the admin view.
     pub fn cookie_id(&self, address: &EndpointAddress) -> Option<String> {
-        self.ids.get(address).map(token::encode_id)
+        self.issued.get(address).map(|i| i.text.clone())
     }
 }
 

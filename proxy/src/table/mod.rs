@@ -112,9 +112,6 @@ impl Listener {
             Listener::Http(l) | Listener::Https(l) => l,
         }
     }
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Listener::Https(_))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

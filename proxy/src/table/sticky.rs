@@ -167,6 +167,26 @@ impl Stickiness {
 }
 
 impl StickyCookie {
+    /// A cookie with every setting at its default (what `cookie: {name: ...}`
+    /// reads as).
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            mode: CookieMode::default(),
+            indirect: false,
+            nocache: false,
+            http_only: yes(),
+            secure: false,
+            same_site: None,
+            domain: None,
+            path: root_path(),
+            max_idle: None,
+            max_life: None,
+            if_unavailable: IfUnavailable::default(),
+            keys: Vec::new(),
+        }
+    }
+
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut push = |field: &str, message: String| out.push((field.to_owned(), message));
@@ -261,6 +281,7 @@ mod tests {
     #[test]
     fn defaults_are_an_http_only_insert_cookie_on_the_root_path() {
         let c = cookie("name: SRV");
+        assert_eq!(c, StickyCookie::named("SRV"), "one set of defaults");
         assert_eq!(c.mode, CookieMode::Insert);
         assert!(c.http_only && !c.secure && !c.indirect && !c.nocache);
         assert_eq!(c.path, "/");

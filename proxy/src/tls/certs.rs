@@ -119,12 +119,6 @@ impl CertStore {
         }
         self.default.clone()
     }
-
-    /// Names with a certificate of their own (exact ones, then `*.` wildcards).
-    pub fn hosts(&self) -> impl Iterator<Item = String> + '_ {
-        let wild = self.wildcard.keys().map(|s| format!("*.{s}"));
-        self.exact.keys().cloned().chain(wild)
-    }
 }
 
 impl ResolvesServerCert for CertStore {

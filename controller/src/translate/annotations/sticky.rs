@@ -74,7 +74,7 @@ impl<'a> StickyAnnotations<'a> {
             ));
             return None;
         }
-        let mut cookie = cookie_named(name);
+        let mut cookie = StickyCookie::named(name);
         let mut key_secret = None;
         for &(name, value) in &self.given {
             let result = match name {
@@ -174,30 +174,11 @@ fn annotation_of(field: &str) -> String {
     }
 }
 
-/// The table's defaults (the same as an empty YAML `cookie:` with this name).
-fn cookie_named(name: &str) -> StickyCookie {
-    StickyCookie {
-        name: name.to_owned(),
-        mode: CookieMode::Insert,
-        indirect: false,
-        nocache: false,
-        http_only: true,
-        secure: false,
-        same_site: None,
-        domain: None,
-        path: "/".to_owned(),
-        max_idle: None,
-        max_life: None,
-        if_unavailable: IfUnavailable::Redispatch,
-        keys: Vec::new(),
-    }
-}
-
 /// Checks one value against the table's rule for its `field`, alone on an
 /// otherwise default insert cookie, so the controller never disagrees with the
 /// proxy about what is valid.
 fn own_rule(field: &str, set: impl FnOnce(&mut StickyCookie)) -> Result<(), String> {
-    let mut probe = cookie_named("probe");
+    let mut probe = StickyCookie::named("probe");
     set(&mut probe);
     match probe.problems().into_iter().find(|(f, _)| f == field) {
         Some((_, message)) => Err(message),
@@ -285,7 +266,7 @@ mod tests {
         let (sticky, warnings) = resolve(&[("sticky-cookie", "SRV")]);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(sticky.as_ref().and_then(|s| s.key_secret.clone()), None);
-        assert_eq!(cookie(sticky), cookie_named("SRV"));
+        assert_eq!(cookie(sticky), StickyCookie::named("SRV"));
     }
 
     #[test]
@@ -385,7 +366,7 @@ mod tests {
         );
         let expected = StickyCookie {
             nocache: true,
-            ..cookie_named("SRV")
+            ..StickyCookie::named("SRV")
         };
         assert_eq!(cookie(sticky), expected);
     }
