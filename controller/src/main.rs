@@ -43,6 +43,16 @@ struct Cli {
     watch_namespaces: Vec<String>,
     #[arg(long, default_value = "0.0.0.0:8080")]
     http_bind: SocketAddr,
+    /// Where Ingresses are served over TLS (certificates from `spec.tls`).
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    https_bind: SocketAddr,
+    /// Serve plain HTTP only (no `--https-bind` listener).
+    #[arg(long)]
+    no_https: bool,
+    /// The port clients use for HTTPS, for `ssl-redirect` Locations (443 is left
+    /// out of the URL). Behind a Service mapping 443 to `--https-bind`, keep 443.
+    #[arg(long, default_value_t = 443)]
+    https_redirect_port: u16,
     /// /healthz, /readyz, /debug/table.
     #[arg(long, default_value = "0.0.0.0:9090")]
     admin_bind: SocketAddr,
@@ -123,6 +133,8 @@ async fn run(cli: Cli, keys: SessionKeys) -> anyhow::Result<()> {
         ingress_class: cli.ingress_class.clone(),
         controller_name: cli.controller_name.clone(),
         http_bind: cli.http_bind,
+        https_bind: (!cli.no_https).then_some(cli.https_bind),
+        https_redirect_port: cli.https_redirect_port,
         default_backend_service: cli.default_backend_service.clone(),
     };
     let sources = Sources::start(client.clone(), &cli.watch_namespaces)
@@ -163,7 +175,7 @@ async fn run(cli: Cli, keys: SessionKeys) -> anyhow::Result<()> {
     };
     let writer = StatusWriter::new(client, target, &identity);
     tokio::spawn(writer.run(leader, statuses_rx));
-    info!(%identity, http = %cli.http_bind, admin = %cli.admin_bind, "sluice-controller started");
+    info!(%identity, http = %cli.http_bind, https = ?(!cli.no_https).then_some(cli.https_bind), admin = %cli.admin_bind, "sluice-controller started");
 
     terminate.wait_and_drain(&proxy, cli.drain_timeout).await;
     drop(always_leader);

@@ -58,6 +58,7 @@ impl ControllerOptions {
 pub struct ControllerProcess {
     child: Child,
     http: SocketAddr,
+    https: SocketAddr,
     admin: SocketAddr,
     identity: String,
     log: PathBuf,
@@ -78,12 +79,15 @@ impl ControllerProcess {
         let binary = controller_binary()?;
         let dir = TempDir::new("controller")?;
         let http = free_addr()?;
+        let https = free_addr()?;
         let admin = free_addr()?;
         let mut args: Vec<String> = vec![
             "--kubeconfig".into(),
             cluster.restricted_kubeconfig().display().to_string(),
             "--http-bind".into(),
             http.to_string(),
+            "--https-bind".into(),
+            https.to_string(),
             "--admin-bind".into(),
             admin.to_string(),
             "--identity".into(),
@@ -122,6 +126,7 @@ impl ControllerProcess {
         Ok(Self {
             child,
             http,
+            https,
             admin,
             identity: options.identity,
             log,
@@ -156,6 +161,11 @@ impl ControllerProcess {
     /// Where it serves the Ingresses (`--http-bind`).
     pub fn http_addr(&self) -> SocketAddr {
         self.http
+    }
+
+    /// Where it serves the Ingresses over TLS (`--https-bind`).
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

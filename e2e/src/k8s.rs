@@ -193,6 +193,17 @@ impl Namespace {
         Ok(())
     }
 
+    /// An Ingress written out in full (JSON, without apiVersion and kind), for
+    /// shapes the helpers above do not cover (spec.tls, several rules).
+    pub async fn create_ingress_from_json(&self, ingress: Value) -> Result<()> {
+        let ingress: Ingress = from_json(ingress)?;
+        self.api::<Ingress>()
+            .create(&PostParams::default(), &ingress)
+            .await
+            .context("cannot create Ingress")?;
+        Ok(())
+    }
+
     /// A Secret of type `type_` whose `data` holds `entries` (given as
     /// `stringData`, which the API server moves into `data`).
     pub async fn create_secret(

@@ -7,9 +7,11 @@ mod headers;
 mod health;
 mod redirect;
 mod sticky;
+mod tls;
 
 pub use redirect::IngressRedirect;
 pub use sticky::IngressSticky;
+pub use tls::{IngressTls, TlsProtocol};
 
 use crate::snapshot::Snapshot;
 
@@ -55,6 +57,8 @@ pub struct IngressAnnotations {
     /// `sticky-cookie*`: session persistence; its keys are filled in by
     /// `load_sticky_keys`.
     pub sticky: Option<IngressSticky>,
+    /// Backend re-encryption, passthrough, client certificates, HSTS.
+    pub tls: IngressTls,
 }
 
 impl IngressAnnotations {
@@ -72,6 +76,7 @@ impl IngressAnnotations {
             || self.passive_check.is_some()
             || self.retry_on_timeout.is_some()
             || self.sticky.is_some()
+            || self.tls.backend.is_some()
     }
 
     /// Fills the sticky cookie's keys from `sluice.dev/sticky-cookie-key-secret`:
@@ -129,6 +134,8 @@ pub fn parse(
     let mut balancing = balance::BalanceAnnotations::default();
     let mut health = health::HealthAnnotations::default();
     let mut sticky = sticky::StickyAnnotations::default();
+    let mut tls = tls::TlsAnnotations::default();
+    let mut tls_protocol = None;
     for (key, raw) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else {
             continue;
@@ -138,21 +145,17 @@ pub fn parse(
             || balancing.take(name, value)
             || health.take(name, value)
             || sticky.take(name, value)
+            || tls.take(name, value)
         {
             continue;
         }
         let result = match name {
             "rewrite-target" => parse_path(value).map(|v| out.rewrite_target = Some(v)),
-            "ssl-redirect" => parse_bool(value).map(|v| {
-                if v {
-                    // Honest about the current build: there is no HTTPS listener yet.
-                    warnings.push(format!(
-                        "annotation {key}: recorded, but has no effect until HTTPS listeners exist"
-                    ));
-                }
-                out.ssl_redirect = Some(v);
+            "ssl-redirect" => parse_bool(value).map(|v| out.ssl_redirect = Some(v)),
+            "backend-protocol" => parse_protocol(value).map(|(protocol, tls)| {
+                out.backend_protocol = Some(protocol);
+                tls_protocol = tls;
             }),
-            "backend-protocol" => parse_protocol(value).map(|v| out.backend_protocol = Some(v)),
             "timeout-connect" => parse_duration(value).map(|v| out.timeout_connect = Some(v)),
             "timeout-server" => parse_duration(value).map(|v| out.timeout_server = Some(v)),
             "slow-start" => parse_duration(value).map(|v| out.slow_start = Some(v)),
@@ -199,6 +202,7 @@ pub fn parse(
     out.balance = balancing.resolve(warnings);
     (out.health_check, out.passive_check) = health.resolve(warnings);
     out.sticky = sticky.resolve(warnings);
+    out.tls = tls.resolve(tls_protocol, warnings);
     if let Some(redirect) = &out.redirect {
         // Nothing is forwarded from a redirecting route. Backend options stay: they
         // still apply to the Ingress's defaultBackend, if it has one.
@@ -235,11 +239,15 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_protocol(value: &str) -> Result<BackendProtocol, String> {
+/// The table protocol, and whether it runs over TLS (which the table says in
+/// the backend's `tls`, HTTP/2 over TLS being chosen by ALPN).
+fn parse_protocol(value: &str) -> Result<(BackendProtocol, Option<TlsProtocol>), String> {
     match value.to_ascii_lowercase().as_str() {
-        "http" => Ok(BackendProtocol::Http1),
-        "h2c" => Ok(BackendProtocol::H2c),
-        _ => Err("must be `http` or `h2c`; ignored".into()),
+        "http" => Ok((BackendProtocol::Http1, None)),
+        "h2c" | "grpc" => Ok((BackendProtocol::H2c, None)),
+        "https" => Ok((BackendProtocol::Http1, Some(TlsProtocol::Https))),
+        "grpcs" => Ok((BackendProtocol::Http1, Some(TlsProtocol::Grpcs))),
+        _ => Err("must be `http`, `h2c`, `grpc`, `https` or `grpcs`; ignored".into()),
     }
 }
 
@@ -298,7 +306,6 @@ mod tests {
 
     #[test]
     fn parses_every_known_annotation() {
-        // ssl-redirect is parsed but warns while there is no HTTPS listener.
         let (a, w) = parse_map(&[
             ("sluice.dev/rewrite-target", "/v2"),
             ("sluice.dev/ssl-redirect", "true"),
@@ -312,8 +319,7 @@ mod tests {
             ("sluice.dev/deny-cidrs", "10.1.2.3/8"),
             ("other.io/ignored", "x"),
         ]);
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("ssl-redirect"), "{w:?}");
+        assert!(w.is_empty(), "{w:?}");
         assert_eq!(a.rewrite_target.as_deref(), Some("/v2"));
         assert_eq!(a.ssl_redirect, Some(true));
         assert_eq!(a.backend_protocol, Some(BackendProtocol::H2c));

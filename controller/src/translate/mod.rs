@@ -16,7 +16,7 @@ pub use class::is_ours;
 
 use crate::snapshot::{ObjectKey, Snapshot};
 use serde::Serialize;
-use sluice_proxy::table::{HttpListener, Listener, RoutingTable};
+use sluice_proxy::table::{HttpListener, Listener, ListenerTls, RoutingTable};
 use std::net::SocketAddr;
 
 /// What the controller was told on its command line that shapes the table.
@@ -28,6 +28,11 @@ pub struct Options {
     /// `spec.controller` of the IngressClasses that are ours.
     pub controller_name: String,
     pub http_bind: SocketAddr,
+    /// The TLS listener, serving the same routes as `http_bind` with the
+    /// certificates of `spec.tls`. None: plain HTTP only.
+    pub https_bind: Option<SocketAddr>,
+    /// The port `ssl-redirect` sends clients to.
+    pub https_redirect_port: u16,
     /// Served when no Ingress rule or Ingress `defaultBackend` matches.
     pub default_backend_service: Option<ObjectKey>,
 }
@@ -40,6 +45,10 @@ impl Default for Options {
             ingress_class: "sluice".into(),
             controller_name: DEFAULT_CONTROLLER_NAME.into(),
             http_bind: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            // The binary's `--https-bind` defaults to 0.0.0.0:8443; golden cases
+            // opt in, so that only TLS cases show the second listener.
+            https_bind: None,
+            https_redirect_port: 443,
             default_backend_service: None,
         }
     }
@@ -88,7 +97,8 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         .sum();
 
     let mut table = RoutingTable::default();
-    let mut builder = routes::Builder::new(snapshot, &mut table, paths);
+    let mut builder =
+        routes::Builder::new(snapshot, &mut table, paths, options.https_bind.is_some());
     let mut statuses = Vec::with_capacity(ours.len());
     for (key, ingress) in ours {
         let (served, warnings) = builder.add_ingress(key, ingress);
@@ -99,7 +109,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         });
     }
     let routes = builder.finish(options);
-    table.listeners.push(Listener::Http(HttpListener {
+    let http = HttpListener {
         name: "http".into(),
         bind: options.http_bind,
         routes: routes.routes,
@@ -108,7 +118,23 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         timeouts: Default::default(),
         error_pages: Default::default(),
         tls: None,
-    }));
+    };
+    if let Some(bind) = options.https_bind {
+        // The same routes over TLS; redirecting to HTTPS is for the plain side.
+        let mut https = HttpListener {
+            name: "https".into(),
+            bind,
+            tls: Some(ListenerTls::default()),
+            ..http.clone()
+        };
+        for route in &mut https.routes {
+            route.https_redirect = false;
+        }
+        table.listeners.push(Listener::Http(http));
+        table.listeners.push(Listener::Https(https));
+    } else {
+        table.listeners.push(Listener::Http(http));
+    }
     statuses.sort_by(|a, b| a.ingress.cmp(&b.ingress));
     Translation {
         table,

@@ -25,6 +25,8 @@ pub struct Builder<'a> {
     claims: HashMap<Claim<'a>, &'a ObjectKey>,
     routes: Vec<Route>,
     default_backend: Option<(&'a ObjectKey, BackendId)>,
+    /// Whether an HTTPS listener exists to redirect to.
+    https: bool,
 }
 
 /// Where in an Ingress a problem is, for warnings (formatted only when needed).
@@ -52,7 +54,12 @@ pub struct Routes {
 
 impl<'a> Builder<'a> {
     /// `paths`: how many Ingress paths will be added (a capacity hint).
-    pub fn new(snapshot: &'a Snapshot, table: &'a mut RoutingTable, paths: usize) -> Self {
+    pub fn new(
+        snapshot: &'a Snapshot,
+        table: &'a mut RoutingTable,
+        paths: usize,
+        https: bool,
+    ) -> Self {
         Self {
             snapshot,
             table,
@@ -60,6 +67,7 @@ impl<'a> Builder<'a> {
             claims: HashMap::with_capacity(paths),
             routes: Vec::with_capacity(paths),
             default_backend: None,
+            https,
         }
     }
 
@@ -75,6 +83,21 @@ impl<'a> Builder<'a> {
         let mut served = false;
         let mut memo = Memo::new();
 
+        if options.ssl_redirect == Some(true) && !self.https {
+            warnings.push(
+                "annotation sluice.dev/ssl-redirect: there is no HTTPS listener (--no-https); not redirected"
+                    .into(),
+            );
+        }
+        // Hosts of spec.tls are redirected to HTTPS unless ssl-redirect says no
+        // (nginx-ingress's default).
+        let tls_hosts: Vec<String> = spec
+            .tls
+            .iter()
+            .flatten()
+            .flat_map(|t| t.hosts.iter().flatten())
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
         if let Some(tls) = &spec.tls {
             tls::add(
                 self.snapshot,
@@ -184,15 +207,12 @@ impl<'a> Builder<'a> {
                 } else {
                     PathMatch::Prefix(text.to_owned())
                 };
-                self.routes.push(route(
-                    key,
-                    &name_prefix,
-                    j,
-                    &host,
-                    matcher,
-                    action,
-                    &options,
-                ));
+                let mut route = route(key, &name_prefix, j, &host, matcher, action, &options);
+                route.https_redirect = self.https
+                    && options
+                        .ssl_redirect
+                        .unwrap_or_else(|| tls::covers(&tls_hosts, &host));
+                self.routes.push(route);
                 served = true;
             }
         }
@@ -340,7 +360,7 @@ fn route(
             .map(PathRewrite::ReplacePrefix),
         allow_sources: options.allow_cidrs.clone(),
         deny_sources: options.deny_cidrs.clone(),
-        https_redirect: options.ssl_redirect.unwrap_or(false),
+        https_redirect: false,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `spec.tls` → certificates from `kubernetes.io/tls` Secrets in the Ingress's
-//! namespace. Termination arrives with the TLS work; the table carries them now.
+//! namespace, served by the HTTPS listener by SNI. A rotated Secret is a new
+//! table: the next handshake gets the new certificate.
 
 use crate::snapshot::{ObjectKey, Snapshot};
 use k8s_openapi::api::networking::v1::IngressTLS;
@@ -48,6 +49,21 @@ pub fn add(
     }
 }
 
+/// Whether a rule's `host` is among `tls_hosts` (spec.tls hosts, lower-case),
+/// directly or by a one-label `*.` wildcard. A rule without host is not: it
+/// answers any name, most of which the certificates do not cover.
+pub fn covers(tls_hosts: &[String], host: &str) -> bool {
+    if host.is_empty() {
+        return false;
+    }
+    let parent = host.split_once('.').map(|(_, rest)| rest);
+    tls_hosts.iter().any(|t| {
+        t == host
+            || t.strip_prefix("*.")
+                .is_some_and(|suffix| Some(suffix) == parent && !host.starts_with("*."))
+    })
+}
+
 fn load(snapshot: &Snapshot, key: &ObjectKey) -> Result<(String, PrivateKeyPem), String> {
     let secret = snapshot
         .secrets
@@ -74,4 +90,25 @@ fn load(snapshot: &Snapshot, key: &ObjectKey) -> Result<(String, PrivateKeyPem),
     let private_key =
         String::from_utf8(private_key).map_err(|_| format!("Secret {key}: tls.key is not text"))?;
     Ok((chain, PrivateKeyPem::new(private_key)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn tls_hosts_cover_exact_names_and_one_label_wildcards() {
+        let hosts = vec![
+            "shop.example.com".to_owned(),
+            "*.apps.example.com".to_owned(),
+        ];
+        assert!(covers(&hosts, "shop.example.com"));
+        assert!(covers(&hosts, "a.apps.example.com"));
+        assert!(!covers(&hosts, "a.b.apps.example.com"));
+        assert!(!covers(&hosts, "apps.example.com"));
+        assert!(!covers(&hosts, "other.example.com"));
+        assert!(!covers(&hosts, ""), "a rule for any host is not covered");
+        let wild = vec!["*.example.com".to_owned()];
+        assert!(covers(&wild, "*.example.com"), "the same wildcard");
+    }
 }
