@@ -5,6 +5,7 @@
 //! that make the whole table unusable (two listeners on one address) are errors.
 
 mod actions;
+mod backend_tls;
 mod conditions;
 pub mod explain;
 mod facts;
@@ -220,7 +221,7 @@ pub fn compile(table: RoutingTable, runtime: &Runtime) -> Result<CompiledTable, 
     let backends = table
         .backends
         .iter()
-        .map(|(id, b)| compile_backend(id, b, runtime, &mut warnings))
+        .map(|(id, b)| compile_backend(id, b, &table.certificates, runtime, &mut warnings))
         .collect();
 
     let mut cert_stores = HashMap::new();
@@ -458,6 +459,7 @@ impl RouteContext<'_> {
 fn compile_backend(
     id: &str,
     backend: &Backend,
+    certificates: &BTreeMap<String, table::Certificate>,
     runtime: &Runtime,
     warnings: &mut Vec<String>,
 ) -> CompiledBackend {
@@ -474,10 +476,12 @@ fn compile_backend(
         sanitized = without_problems(backend, &problems);
         &sanitized
     };
+    let (upstream, usable) = backend_tls::upstream(id, backend, certificates, runtime, warnings);
     let state = runtime.balance.backend(id);
     state.prune();
     let mut members = Vec::with_capacity(backend.endpoints.len());
-    for ep in &backend.endpoints {
+    // An unusable backend (warned) gets no endpoints: its routes answer 503.
+    for ep in backend.endpoints.iter().filter(|_| usable) {
         let mut weight = ep.weight;
         if weight > table::MAX_WEIGHT {
             warnings.push(format!(
@@ -518,7 +522,7 @@ fn compile_backend(
         };
         members.push((member, ep.backup));
     }
-    if members.is_empty() {
+    if members.is_empty() && usable {
         warnings.push(format!(
             "backend `{id}` has no endpoints; its routes answer 503"
         ));
@@ -532,7 +536,7 @@ fn compile_backend(
         source: backend.source.clone(),
         balancer: Balancer::new(state, backend, members),
         timeouts: backend.timeouts,
-        upstream: runtime.upstreams.get(backend.protocol, &backend.timeouts),
+        upstream,
         retries: backend.retries,
         redispatch: backend.redispatch,
         health_check: backend.health_check.clone(),

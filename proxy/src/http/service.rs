@@ -324,7 +324,7 @@ async fn forward(
             parts.headers.clone()
         };
         match Uri::builder()
-            .scheme("http")
+            .scheme(backend.upstream.scheme())
             .authority(endpoint.authority.clone())
             .path_and_query(path_and_query.clone())
             .build()

@@ -3,7 +3,8 @@
 //! `option redispatch`, `slowstart`; checks are in `health.rs`).
 
 use super::{
-    Duration, EndpointAddress, HeaderNameText, HealthCheck, PassiveCheck, SourceRef, Stickiness,
+    BackendTls, Duration, EndpointAddress, HeaderNameText, HealthCheck, PassiveCheck, SourceRef,
+    Stickiness,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,9 @@ pub struct Backend {
     /// Session persistence: a cookie keeps a client on its endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<Stickiness>,
+    /// TLS to the endpoints (re-encryption). Absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTls>,
 }
 
 fn default_retries() -> u32 {
@@ -87,6 +91,7 @@ impl Default for Backend {
             passive_check: None,
             retry_on_timeout: false,
             sticky: None,
+            tls: None,
         }
     }
 }

@@ -67,7 +67,8 @@ pub fn check(table: &RoutingTable) -> Result<(), Vec<TableError>> {
         }
     }
     for (id, backend) in &table.backends {
-        for (field, message) in backend.problems() {
+        let tls = backend.tls_problems(&table.certificates);
+        for (field, message) in backend.problems().into_iter().chain(tls) {
             errors.push(TableError {
                 path: format!("backends.{id}.{field}"),
                 message,
@@ -220,6 +221,50 @@ mod tests {
         );
         let fine = from_yaml_str("listeners: [{https: {name: s, bind: 127.0.0.1:2}}]").unwrap();
         assert!(check(&fine).is_ok());
+    }
+
+    #[test]
+    fn backend_tls_settings_are_checked_by_field() {
+        let table = from_yaml_str(
+            "backends:
+  cleartext: {protocol: h2c, tls: {}}
+  confused:
+    tls:
+      server_name: 'not a name'
+      ca: |
+        -----BEGIN CERTIFICATE-----
+        AAAA
+        -----END CERTIFICATE-----
+      insecure_skip_verify: true
+      alpn: []
+      client_certificate: nope
+  empty_ca: {tls: {ca: '', alpn: [h2, http/1.1, h2]}}
+  fine: {tls: {server_name: 10.0.0.1, insecure_skip_verify: true, alpn: [h2]}}
+",
+        )
+        .unwrap();
+        let text: Vec<String> = check(&table)
+            .unwrap_err()
+            .iter()
+            .map(|e| match e.message.split_once(':') {
+                // Only the start of rustls/webpki messages, which may change.
+                Some((head, _)) => format!("{}: {head}", e.path),
+                None => e.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "backends.cleartext.protocol: h2c is cleartext HTTP/2 and cannot be used with `tls`; for HTTP/2 over TLS leave the protocol out and set `tls.alpn",
+                "backends.confused.tls.server_name: \"not a name\" is neither a DNS name nor an IP address",
+                "backends.confused.tls.ca: certificate #1 cannot be a trust anchor",
+                "backends.confused.tls.insecure_skip_verify: cannot be used with `ca`",
+                "backends.confused.tls.alpn: offers no protocol; leave it out for the default `[http/1.1]`",
+                "backends.confused.tls.client_certificate: no certificate `nope` in `certificates`",
+                "backends.empty_ca.tls.ca: holds no PEM certificate",
+                "backends.empty_ca.tls.alpn[2]: h2 is listed twice",
+            ]
+        );
     }
 
     #[test]

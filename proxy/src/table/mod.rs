@@ -8,6 +8,7 @@
 mod actions;
 mod address;
 mod backend;
+mod backend_tls;
 pub(crate) mod check;
 mod duration;
 mod health;
@@ -28,6 +29,7 @@ pub use backend::{
     Backend, BackendProtocol, BackendTimeouts, Balance, Endpoint, HashMethod, HashOptions,
     HeaderHash, MAX_WEIGHT, NamedHash, UriHash,
 };
+pub use backend_tls::{AlpnProtocol, BackendTls, server_name, trust_anchors};
 pub use check::{TableError, check};
 pub use health::{
     HealthCheck, HexBytes, HttpProbe, InitialState, MysqlProbe, PassiveCheck, PostgresProbe, Probe,
