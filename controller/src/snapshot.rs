@@ -11,6 +11,11 @@ use std::sync::Arc;
 /// besides `kubernetes.io/tls` ones that the controller watches.
 pub const SESSION_KEY_TYPE: &str = "sluice.dev/session-key";
 
+/// The type of Secrets that hold only a CA bundle (`ca.crt`), for client
+/// certificates (`auth-tls-secret`) and backend verification
+/// (`backend-tls-ca-secret`). A `kubernetes.io/tls` Secret's `ca.crt` serves too.
+pub const CA_TYPE: &str = "sluice.dev/ca";
+
 /// Namespace and name of a namespaced object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectKey {
@@ -60,6 +65,8 @@ pub struct Snapshot {
     /// Only `sluice.dev/session-key` Secrets (sticky-cookie keys), apart so that
     /// a certificate lookup can never find one, nor the other way round.
     pub session_key_secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+    /// Only `sluice.dev/ca` Secrets (CA bundles).
+    pub ca_secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 }
 
 /// Key of any namespaced object from its metadata; `None` when it lacks a name.

@@ -6,7 +6,7 @@
 //! is unreachable the stores keep the last state and the watcher backs off
 //! ([`WatchBackoff`]: at most 10 s, so changes show soon after the API is back).
 
-use crate::snapshot::{ObjectKey, SESSION_KEY_TYPE, Snapshot, key_of};
+use crate::snapshot::{CA_TYPE, ObjectKey, SESSION_KEY_TYPE, Snapshot, key_of};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -41,6 +41,7 @@ pub struct Sources {
     slices: Vec<Store<EndpointSlice>>,
     secrets: Vec<Store<Secret>>,
     session_keys: Vec<Store<Secret>>,
+    ca_bundles: Vec<Store<Secret>>,
     changed: Arc<Notify>,
 }
 
@@ -56,11 +57,12 @@ impl Sources {
             namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
         let all = watcher::Config::default();
-        // Only TLS and session-key Secrets: the controller never sees other
-        // Secrets' data. Two watches, since a field selector cannot say "or".
+        // Only TLS, session-key and CA-bundle Secrets: the controller never sees
+        // other Secrets' data. A watch each, since a field selector cannot say "or".
         let tls_only = watcher::Config::default().fields("type=kubernetes.io/tls");
         let session_keys_only =
             watcher::Config::default().fields(&format!("type={SESSION_KEY_TYPE}"));
+        let ca_bundles_only = watcher::Config::default().fields(&format!("type={CA_TYPE}"));
 
         let mut sources = Self {
             ingresses: Vec::new(),
@@ -74,6 +76,7 @@ impl Sources {
             slices: Vec::new(),
             secrets: Vec::new(),
             session_keys: Vec::new(),
+            ca_bundles: Vec::new(),
             changed: changed.clone(),
         };
         for ns in scopes {
@@ -95,6 +98,12 @@ impl Sources {
                 &changed,
                 "Secret (session keys)",
             ));
+            sources.ca_bundles.push(watch(
+                api(&client, ns),
+                ca_bundles_only.clone(),
+                &changed,
+                "Secret (CA bundles)",
+            ));
             sources.slices.push(match slice_api {
                 SliceApi::V1 => watch(api(&client, ns), all.clone(), &changed, "EndpointSlice"),
                 SliceApi::V1Beta1 => watch_v1beta1_slices(&client, ns, all.clone(), &changed),
@@ -115,7 +124,12 @@ impl Sources {
         for s in &self.slices {
             let _ = s.wait_until_ready().await;
         }
-        for s in self.secrets.iter().chain(&self.session_keys) {
+        for s in self
+            .secrets
+            .iter()
+            .chain(&self.session_keys)
+            .chain(&self.ca_bundles)
+        {
             let _ = s.wait_until_ready().await;
         }
     }
@@ -138,6 +152,7 @@ impl Sources {
             endpoint_slices: namespaced(&self.slices),
             secrets: namespaced(&self.secrets),
             session_key_secrets: namespaced(&self.session_keys),
+            ca_secrets: namespaced(&self.ca_bundles),
         }
     }
 }

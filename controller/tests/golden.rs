@@ -22,7 +22,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sluice_controller::snapshot::{ObjectKey, SESSION_KEY_TYPE, Snapshot, key_of};
+use sluice_controller::snapshot::{CA_TYPE, ObjectKey, SESSION_KEY_TYPE, Snapshot, key_of};
 use sluice_controller::sources::to_v1;
 use sluice_controller::translate::{Options, translate};
 use sluice_proxy::compile::{
@@ -117,7 +117,7 @@ fn load(file: &Path) -> Case {
                         .get_or_insert_default()
                         .insert(k, ByteString(v.into_bytes()));
                 }
-                // The sources only watch TLS and session-key Secrets.
+                // The sources only watch TLS, session-key and CA-bundle Secrets.
                 let key = key_of(&s.metadata).unwrap();
                 match s.type_.as_deref() {
                     Some("kubernetes.io/tls") => {
@@ -125,6 +125,9 @@ fn load(file: &Path) -> Case {
                     }
                     Some(SESSION_KEY_TYPE) => {
                         snapshot.session_key_secrets.insert(key, Arc::new(s));
+                    }
+                    Some(CA_TYPE) => {
+                        snapshot.ca_secrets.insert(key, Arc::new(s));
                     }
                     _ => {}
                 }

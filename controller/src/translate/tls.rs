@@ -2,7 +2,7 @@
 //! namespace, served by the HTTPS listener by SNI. A rotated Secret is a new
 //! table: the next handshake gets the new certificate.
 
-use crate::snapshot::{ObjectKey, Snapshot};
+use crate::snapshot::{CA_TYPE, ObjectKey, Snapshot};
 use k8s_openapi::api::networking::v1::IngressTLS;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -47,6 +47,31 @@ pub fn add(
             )),
         }
     }
+}
+
+/// The PEM CA bundle (`ca.crt`) of Secret `key`: a `sluice.dev/ca` Secret, or a
+/// `kubernetes.io/tls` one (cert-manager writes its issuer's CA there).
+/// Checked to hold at least one certificate.
+pub fn ca_bundle(snapshot: &Snapshot, key: &ObjectKey) -> Result<String, String> {
+    let secret = snapshot
+        .ca_secrets
+        .get(key)
+        .or_else(|| snapshot.secrets.get(key))
+        .ok_or_else(|| {
+            format!("Secret {key} not found (or not of type {CA_TYPE} or kubernetes.io/tls)")
+        })?;
+    let pem = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .ok_or_else(|| format!("Secret {key} has no ca.crt"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem.0)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("Secret {key}: ca.crt is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("Secret {key}: ca.crt holds no certificate"));
+    }
+    String::from_utf8(pem.0.clone()).map_err(|_| format!("Secret {key}: ca.crt is not text"))
 }
 
 /// Whether a rule's `host` is among `tls_hosts` (spec.tls hosts, lower-case),
