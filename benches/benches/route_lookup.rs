@@ -17,9 +17,7 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use sluice_benches::route_lookup::{Probe, host, probes, table};
-use sluice_proxy::compile::{
-    self, CompiledTable, ListenerKind, RequestFacts, normalize_host, normalize_path,
-};
+use sluice_proxy::compile::{self, CompiledTable, RequestFacts, normalize_host, normalize_path};
 use sluice_proxy::runtime::Runtime;
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -27,7 +25,7 @@ use std::net::IpAddr;
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 
 fn select<'t>(table: &'t CompiledTable, p: &Probe, client: IpAddr) -> Option<&'t str> {
-    let ListenerKind::Http(http) = &table.listeners[0].kind;
+    let http = table.listeners[0].kind.http()?;
     let facts = RequestFacts {
         host: &p.host,
         path: &p.path,
@@ -60,7 +58,9 @@ fn bench(c: &mut Criterion) {
         // What a request pays in all: normalising its host and path, then select.
         let raw_host = format!("{}:8080", host(hosts - 1));
         let raw_path = "/api/v3/users/42/orders";
-        let ListenerKind::Http(http) = &compiled.listeners[0].kind;
+        let Some(http) = compiled.listeners[0].kind.http() else {
+            panic!("the first listener is not HTTP");
+        };
         let headers = HeaderMap::new();
         group.bench_function(BenchmarkId::new("full_request", hosts), |b| {
             b.iter(|| {

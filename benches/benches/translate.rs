@@ -211,7 +211,7 @@ fn bench_translate(c: &mut Criterion) {
         t.statuses.iter().find(|s| !s.warnings.is_empty())
     );
     assert!(t.warnings.is_empty(), "{:?}", t.warnings);
-    let routes = t.table.listeners[0].http().routes.len();
+    let routes = t.table.listeners[0].http().map_or(0, |h| h.routes.len());
     assert_eq!(routes, INGRESSES * 2 * 5);
     // Three backends per Service (`:80`, `:http`, `:grpc`), five endpoints each.
     assert_eq!(t.table.backends.len(), INGRESSES * 3);

@@ -8,7 +8,7 @@
 
 use http::Method;
 use sluice_benches::route_lookup::{probes, table};
-use sluice_proxy::compile::{self, ListenerKind, RequestFacts, normalize_host, normalize_path};
+use sluice_proxy::compile::{self, RequestFacts, normalize_host, normalize_path};
 use sluice_proxy::runtime::Runtime;
 use std::net::IpAddr;
 
@@ -18,7 +18,7 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 #[test]
 fn selecting_a_route_does_not_allocate() {
     let compiled = compile::compile(table(100), &Runtime::default()).unwrap();
-    let ListenerKind::Http(http) = &compiled.listeners[0].kind;
+    let http = compiled.listeners[0].kind.http().unwrap();
     let probes = probes(100);
     let client = IpAddr::from([192, 0, 2, 1]);
     let select_all = || {

@@ -26,8 +26,8 @@ use sluice_controller::snapshot::{CA_TYPE, ObjectKey, SESSION_KEY_TYPE, Snapshot
 use sluice_controller::sources::to_v1;
 use sluice_controller::translate::{Options, translate};
 use sluice_proxy::compile::{
-    CompiledAction, CompiledTable, ListenerKind, RedirectInput, RequestFacts, canonical_client,
-    normalize_host, normalize_path,
+    CompiledAction, CompiledTable, RedirectInput, RequestFacts, canonical_client, normalize_host,
+    normalize_path,
 };
 use sluice_proxy::table::{self, Backend, BackendId, RoutingTable, Scheme, Stickiness};
 use std::collections::BTreeMap;
@@ -144,7 +144,9 @@ fn load(file: &Path) -> Case {
 
 /// Where each request goes in the compiled table's first listener.
 fn route_requests(table: &CompiledTable, requests: &[String]) -> Vec<String> {
-    let ListenerKind::Http(http) = &table.listeners[0].kind;
+    let Some(http) = table.listeners[0].kind.http() else {
+        panic!("the first listener is not HTTP");
+    };
     requests
         .iter()
         .map(|request| {

@@ -11,5 +11,6 @@ pub mod runtime;
 pub mod server;
 pub mod sticky;
 pub mod table;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;

@@ -6,6 +6,7 @@ use crate::http::conn;
 use crate::http::service::ConnInfo;
 use crate::runtime::Runtime;
 use crate::table::{ListenerTimeouts, RoutingTable};
+use crate::tcp::{self, SniSplit};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,7 +25,23 @@ pub struct Proxy {
     runtime: Runtime,
     listeners: Mutex<HashMap<SocketAddr, CancellationToken>>,
     shutdown: CancellationToken,
+    /// Cancelled when the drain deadline passes: connections that cannot be
+    /// asked to finish (passed-through TLS) end then.
+    drain_deadline: CancellationToken,
     connections: TaskTracker,
+}
+
+/// How a connection just accepted is served, from the live table.
+enum Accepting {
+    Http {
+        timeouts: ListenerTimeouts,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        /// An `https` listener's passthrough routes, looked at before the handshake.
+        split: Option<SniSplit>,
+    },
+    Passthrough(Arc<CompiledTable>),
+    /// Never in the clear on an `https` port whose TLS settings are unusable.
+    Closed,
 }
 
 /// What applying a table did, for logs and `check`.
@@ -56,6 +73,7 @@ impl Proxy {
             runtime,
             listeners: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            drain_deadline: CancellationToken::new(),
             connections: TaskTracker::new(),
         })
     }
@@ -140,6 +158,7 @@ impl Proxy {
                 "drain deadline reached; closing remaining connections"
             );
         }
+        self.drain_deadline.cancel();
         drained
     }
 
@@ -147,18 +166,37 @@ impl Proxy {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The timeouts and transport of the listener at `bind`, from the live table:
-    /// a new table's certificates apply to the next connection.
+    /// How to serve a connection to the listener at `bind`, from the live
+    /// table: a new table's certificates apply to the next connection.
     /// A listener removed by the latest table still serves what it accepted
     /// (each request is answered that the listener is gone).
-    fn listener_settings(&self, bind: SocketAddr) -> (ListenerTimeouts, Transport) {
+    fn accepting(&self, bind: SocketAddr) -> Accepting {
         let table = self.table();
-        match table.listener(bind) {
-            Some(listener) => {
-                let ListenerKind::Http(http) = &listener.kind;
-                (http.timeouts, listener.transport.clone())
-            }
-            None => (ListenerTimeouts::default(), Transport::Plain),
+        let Some(listener) = table.listener(bind) else {
+            return Accepting::Http {
+                timeouts: ListenerTimeouts::default(),
+                tls: None,
+                split: None,
+            };
+        };
+        let http = match &listener.kind {
+            ListenerKind::Http(http) => http,
+            ListenerKind::Passthrough(_) => return Accepting::Passthrough(table),
+        };
+        let tls = match &listener.transport {
+            Transport::Plain => None,
+            Transport::Tls(config) => Some(config.clone()),
+            Transport::Unusable => return Accepting::Closed,
+        };
+        let split = (tls.is_some() && http.passthrough.is_some()).then(|| SniSplit {
+            table: table.clone(),
+            bind,
+            stop: self.drain_deadline.clone(),
+        });
+        Accepting::Http {
+            timeouts: http.timeouts,
+            tls,
+            split,
         }
     }
 }
@@ -189,12 +227,20 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, stop: Cancellatio
             Ok((stream, peer)) => {
                 // Accepted sockets do not inherit TCP_NODELAY on Linux.
                 let _ = stream.set_nodelay(true);
-                let (timeouts, transport) = proxy.listener_settings(bind);
-                let tls = match transport {
-                    Transport::Plain => None,
-                    Transport::Tls(config) => Some(config),
-                    // Never in the clear on an `https` port.
-                    Transport::Unusable => continue,
+                let (timeouts, tls, split) = match proxy.accepting(bind) {
+                    Accepting::Http {
+                        timeouts,
+                        tls,
+                        split,
+                    } => (timeouts, tls, split),
+                    Accepting::Passthrough(table) => {
+                        let stop = proxy.drain_deadline.clone();
+                        proxy
+                            .connections
+                            .spawn(tcp::passthrough::serve(table, bind, stream, peer, stop));
+                        continue;
+                    }
+                    Accepting::Closed => continue,
                 };
                 let info = ConnInfo {
                     peer,
@@ -209,6 +255,7 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, stop: Cancellatio
                     timeouts,
                     tls,
                     stop,
+                    split,
                 ));
             }
             Err(e) => {

@@ -276,7 +276,10 @@ fn find_listener<'t>(
 ) -> Result<(&'t HttpListener, &'t table::HttpListener), ExplainError> {
     let pairs = table.listeners.iter().zip(&table.source.listeners);
     for (compiled, source) in pairs {
-        let (ListenerKind::Http(c), s) = (&compiled.kind, source.http());
+        // Only HTTP listeners have requests to explain.
+        let (ListenerKind::Http(c), Some(s)) = (&compiled.kind, source.http()) else {
+            continue;
+        };
         if name.is_none_or(|n| n == s.name) {
             return Ok((c, s));
         }

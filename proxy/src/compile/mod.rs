@@ -9,6 +9,7 @@ mod backend_tls;
 mod conditions;
 pub mod explain;
 mod facts;
+mod passthrough;
 mod router;
 
 pub use actions::{
@@ -17,6 +18,7 @@ pub use actions::{
 };
 pub use conditions::{CompiledCondition, HostSet, PathSet};
 pub use facts::{RequestFacts, canonical_client, normalize_path, query_values};
+pub use passthrough::PassthroughListener;
 pub use router::{HostRouter, RouteIx, RouteMatch, normalize_host};
 
 use crate::balance::{BackendState, BackendStatus, Balancer, Member, Pin};
@@ -62,8 +64,21 @@ pub enum Transport {
     Unusable,
 }
 
+// One per listener, built once per table: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ListenerKind {
     Http(HttpListener),
+    /// Raw TLS routed by SNI (`tls_passthrough`).
+    Passthrough(PassthroughListener),
+}
+
+impl ListenerKind {
+    pub fn http(&self) -> Option<&HttpListener> {
+        match self {
+            ListenerKind::Http(http) => Some(http),
+            ListenerKind::Passthrough(_) => None,
+        }
+    }
 }
 
 pub struct HttpListener {
@@ -75,6 +90,8 @@ pub struct HttpListener {
     pub timeouts: table::ListenerTimeouts,
     /// Replacement pages for errors the proxy generates, by status.
     pub error_pages: HashMap<u16, FixedResponse>,
+    /// `https` only: names whose TLS is passed through raw, not terminated.
+    pub passthrough: Option<crate::tcp::SniRoutes>,
 }
 
 /// The route that answers a request.
@@ -229,17 +246,44 @@ pub fn compile(table: RoutingTable, runtime: &Runtime) -> Result<CompiledTable, 
         .listeners
         .iter()
         .map(|listener| {
-            let http = listener.http();
-            let transport = match listener {
-                Listener::Http(_) => Transport::Plain,
-                Listener::Https(_) => {
-                    compile_tls(http, &table, runtime, &mut cert_stores, &mut warnings)
+            let (http, https) = match listener {
+                Listener::Http(http) => (http, false),
+                Listener::Https(http) => (http, true),
+                Listener::TlsPassthrough(p) => {
+                    let compiled =
+                        passthrough::compile_passthrough(p, &table, &backend_ix, &mut warnings);
+                    return CompiledListener {
+                        name: Arc::from(p.name.as_str()),
+                        bind: p.bind,
+                        kind: ListenerKind::Passthrough(compiled),
+                        transport: Transport::Plain,
+                    };
                 }
             };
+            let transport = if https {
+                compile_tls(http, &table, runtime, &mut cert_stores, &mut warnings)
+            } else {
+                Transport::Plain
+            };
+            let mut compiled = compile_http(http, &backend_ix, &mut warnings);
+            if let Some(tls) = http
+                .tls
+                .as_ref()
+                .filter(|t| https && !t.passthrough.is_empty())
+            {
+                compiled.passthrough = Some(passthrough::compile_sni_routes(
+                    &http.name,
+                    &tls.passthrough,
+                    None,
+                    &table,
+                    &backend_ix,
+                    &mut warnings,
+                ));
+            }
             CompiledListener {
                 name: Arc::from(http.name.as_str()),
                 bind: http.bind,
-                kind: ListenerKind::Http(compile_http(http, &backend_ix, &mut warnings)),
+                kind: ListenerKind::Http(compiled),
                 transport,
             }
         })
@@ -342,6 +386,7 @@ fn compile_http(
         forwarded: listener.forwarded,
         timeouts: listener.timeouts,
         error_pages,
+        passthrough: None,
     }
 }
 
@@ -681,7 +726,7 @@ backends:
     #[test]
     fn a_route_to_an_undefined_backend_degrades_only_itself() {
         let t = compile_yaml(TWO_ROUTES).unwrap();
-        let ListenerKind::Http(http) = &t.listeners[0].kind;
+        let http = t.listeners[0].kind.http().unwrap();
         let good = http.router.find("a.com", "/").unwrap().route;
         let dangling = http.router.find("b.com", "/").unwrap().route;
         assert!(matches!(

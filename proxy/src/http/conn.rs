@@ -37,6 +37,7 @@ pub async fn serve(
     timeouts: ListenerTimeouts,
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: CancellationToken,
+    passthrough: Option<crate::tcp::SniSplit>,
 ) {
     let state = Arc::new(ConnState::new());
     let tracked = Tracked {
@@ -46,6 +47,15 @@ pub async fn serve(
     match tls {
         None => serve_http(proxy, TokioIo::new(tracked), state, info, timeouts, stop).await,
         Some(config) => {
+            // `tls.passthrough`: a ClientHello naming a passthrough host is
+            // forwarded raw; any other goes on to the handshake, replayed.
+            let tracked = match passthrough {
+                Some(split) => match split.run(tracked, info.peer, &timeouts).await {
+                    Some(rest) => rest,
+                    None => return,
+                },
+                None => crate::tcp::Prefixed::plain(tracked),
+            };
             // The handshake is part of the request head's time budget.
             let handshake = tokio_rustls::TlsAcceptor::from(config).accept(tracked);
             let limit = timeouts.request_header.to_std();

@@ -8,7 +8,7 @@ use super::headers;
 use crate::balance::{EndpointState, Lease, NoEndpoint, PinnedLease};
 use crate::compile::{
     CompiledAction, CompiledBackend, CompiledRewrite, CompiledRoute, FixedResponse, HttpListener,
-    ListenerKind, RedirectInput, RequestFacts, canonical_client, normalize_host, normalize_path,
+    RedirectInput, RequestFacts, canonical_client, normalize_host, normalize_path,
 };
 use crate::health::{self, Outcome};
 use crate::server::Proxy;
@@ -43,7 +43,10 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
     let Some(listener) = table.listener(conn.bind) else {
         return ProxyError::ListenerGone.into_response();
     };
-    let ListenerKind::Http(http) = &listener.kind;
+    // A listener at this address that is no longer HTTP is gone for HTTP.
+    let Some(http) = listener.kind.http() else {
+        return ProxyError::ListenerGone.into_response();
+    };
     let client = canonical_client(conn.peer.ip());
 
     let host = normalize_host(request_host(&req));

@@ -4,7 +4,9 @@
 //! a reload keeps the last good table); the compiler still degrades such a route
 //! alone for tables that reach it by other ways.
 
-use super::{Action, Condition, HttpListener, Listener, PathMatch, PathRewrite, RoutingTable};
+use super::{
+    Action, Condition, HttpListener, Listener, PathMatch, PathRewrite, RoutingTable, SniRoute,
+};
 
 /// One problem, located by field path (`listeners[0].http.routes[2].action.forward`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +42,88 @@ fn check_tls(
             message: "protocol names are 1 to 255 bytes".into(),
         });
     }
+    check_sni_routes(
+        table,
+        &tls.passthrough,
+        &format!("{path}.passthrough"),
+        errors,
+    );
+}
+
+/// Routes of raw TLS by SNI: real backends that can balance connections, valid
+/// host names, each host routed once.
+fn check_sni_routes(
+    table: &RoutingTable,
+    routes: &[SniRoute],
+    at: &str,
+    errors: &mut Vec<TableError>,
+) {
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for (ri, route) in routes.iter().enumerate() {
+        let at = format!("{at}[{ri}]");
+        if let Some(message) = connection_backend_problem(table, &route.backend) {
+            errors.push(TableError {
+                path: format!("{at}.backend"),
+                message: format!("route `{}`: {message}", route.name),
+            });
+        }
+        if route.hosts.is_empty() {
+            errors.push(TableError {
+                path: format!("{at}.hosts"),
+                message: format!(
+                    "route `{}` has no hosts, so it never matches (use `default_backend`)",
+                    route.name
+                ),
+            });
+        }
+        for (hi, host) in route.hosts.iter().enumerate() {
+            let host = host.to_ascii_lowercase();
+            let problem = match super::validate_host(&host) {
+                Err(e) => Some(e),
+                Ok(()) => seen
+                    .insert(host.clone(), &route.name)
+                    .map(|first| format!("host {host:?} is already routed by route `{first}`")),
+            };
+            if let Some(message) = problem {
+                errors.push(TableError {
+                    path: format!("{at}.hosts[{hi}]"),
+                    message,
+                });
+            }
+        }
+    }
+}
+
+/// Why `id` cannot take raw connections: undefined, or balanced by something
+/// only an HTTP request has.
+fn connection_backend_problem(table: &RoutingTable, id: &str) -> Option<String> {
+    let Some(backend) = table.backends.get(id) else {
+        return Some(format!("backend `{id}` is not defined"));
+    };
+    backend.balance.needs_http().then(|| {
+        format!(
+            "backend `{id}` balances by `{}`, which reads HTTP requests; passed-through \
+             connections have none (use round_robin, least_conn, source, ...)",
+            backend.balance.name()
+        )
+    })
+}
+
+fn check_passthrough(
+    table: &RoutingTable,
+    listener: &super::PassthroughListener,
+    at: &str,
+    errors: &mut Vec<TableError>,
+) {
+    if let Some(id) = &listener.default_backend
+        && let Some(message) = connection_backend_problem(table, id)
+    {
+        errors.push(TableError {
+            path: format!("{at}.default_backend"),
+            message,
+        });
+    }
+    check_sni_routes(table, &listener.routes, &format!("{at}.routes"), errors);
 }
 
 /// All problems of `table`, in document order.
@@ -63,6 +147,10 @@ pub fn check(table: &RoutingTable) -> Result<(), Vec<TableError>> {
                 if let Some(tls) = &http.tls {
                     check_tls(table, tls, &format!("{path}.tls"), &mut errors);
                 }
+            }
+            Listener::TlsPassthrough(listener) => {
+                let path = format!("listeners[{li}].tls_passthrough");
+                check_passthrough(table, listener, &path, &mut errors);
             }
         }
     }
@@ -265,6 +353,56 @@ mod tests {
                 "backends.empty_ca.tls.alpn[2]: h2 is listed twice",
             ]
         );
+    }
+
+    #[test]
+    fn passthrough_routes_name_real_backends_that_balance_connections_and_valid_unique_hosts() {
+        let table = from_yaml_str(
+            "listeners:
+  - tls_passthrough:
+      name: pg
+      bind: 127.0.0.1:1
+      default_backend: by_header
+      routes:
+        - {name: a, hosts: [db.example.com, '*.db.example.com'], backend: ok}
+        - {name: b, hosts: [DB.example.com, 'bad host'], backend: gone}
+        - {name: c, hosts: [], backend: ok}
+  - https:
+      name: web
+      bind: 127.0.0.1:2
+      tls:
+        passthrough:
+          - {name: d, hosts: [x.example.com], backend: by_header}
+backends:
+  ok: {}
+  by_header: {balance: {header: {name: x-user}}}
+",
+        )
+        .unwrap();
+        let text: Vec<String> = check(&table)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let by_header = "backend `by_header` balances by `header`, which reads HTTP requests; \
+                         passed-through connections have none (use round_robin, least_conn, source, ...)";
+        assert_eq!(
+            text,
+            [
+                format!("listeners[0].tls_passthrough.default_backend: {by_header}"),
+                "listeners[0].tls_passthrough.routes[1].backend: route `b`: backend `gone` is not defined".into(),
+                "listeners[0].tls_passthrough.routes[1].hosts[0]: host \"db.example.com\" is already routed by route `a`".into(),
+                "listeners[0].tls_passthrough.routes[1].hosts[1]: host \"bad host\" is not a valid DNS name or `*.` wildcard".into(),
+                "listeners[0].tls_passthrough.routes[2].hosts: route `c` has no hosts, so it never matches (use `default_backend`)".into(),
+                format!("listeners[1].https.tls.passthrough[0].backend: route `d`: {by_header}"),
+            ]
+        );
+        let fine = from_yaml_str(
+            "listeners: [{tls_passthrough: {name: p, bind: 127.0.0.1:2, routes: [{name: a, hosts: [a.test], backend: b}]}}]
+backends: {b: {balance: {source: {}}}}",
+        )
+        .unwrap();
+        assert_eq!(check(&fine), Ok(()));
     }
 
     #[test]

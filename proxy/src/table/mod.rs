@@ -14,6 +14,7 @@ mod duration;
 mod health;
 mod load;
 mod matchers;
+mod passthrough;
 mod pattern;
 mod secret;
 mod sticky;
@@ -38,6 +39,7 @@ pub use health::{
 pub use matchers::{
     Condition, HeaderMatch, HeaderNameText, MethodName, PathMatch, QueryMatch, ValueTest,
 };
+pub use passthrough::{PassthroughListener, PassthroughTimeouts, SniRoute};
 pub use pattern::{MatchPattern, Pattern, SearchPattern};
 
 pub use address::EndpointAddress;
@@ -92,26 +94,35 @@ impl std::fmt::Display for SourceRef {
     }
 }
 
-/// A listening socket, by protocol. TCP listeners arrive as a new variant.
+/// A listening socket, by protocol. Plain TCP listeners arrive as a new variant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Listener {
     Http(HttpListener),
     /// HTTP over TLS: the same settings, plus `tls` (defaults when absent).
     Https(HttpListener),
+    /// Raw TLS routed by SNI to backends that terminate it themselves.
+    TlsPassthrough(PassthroughListener),
 }
 
 impl Listener {
     pub fn name(&self) -> &str {
-        &self.http().name
+        match self {
+            Listener::Http(l) | Listener::Https(l) => &l.name,
+            Listener::TlsPassthrough(l) => &l.name,
+        }
     }
     pub fn bind(&self) -> SocketAddr {
-        self.http().bind
-    }
-    /// The HTTP side (routes, timeouts, ...) of either variant.
-    pub fn http(&self) -> &HttpListener {
         match self {
-            Listener::Http(l) | Listener::Https(l) => l,
+            Listener::Http(l) | Listener::Https(l) => l.bind,
+            Listener::TlsPassthrough(l) => l.bind,
+        }
+    }
+    /// The HTTP side (routes, timeouts, ...) of `http` and `https` listeners.
+    pub fn http(&self) -> Option<&HttpListener> {
+        match self {
+            Listener::Http(l) | Listener::Https(l) => Some(l),
+            Listener::TlsPassthrough(_) => None,
         }
     }
 }

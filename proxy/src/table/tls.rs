@@ -1,6 +1,7 @@
 //! TLS settings of an `https` listener. Certificates are the table's
 //! `certificates`, chosen by SNI (see `tls/certs.rs`).
 
+use super::SniRoute;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,11 @@ pub struct ListenerTls {
     /// start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_certificate: Option<String>,
+    /// Connections whose SNI matches one of these routes are passed through
+    /// raw to its backend, before any handshake (nginx-ingress's
+    /// `ssl-passthrough`); all others are terminated here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passthrough: Vec<SniRoute>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
