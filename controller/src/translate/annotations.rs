@@ -13,11 +13,12 @@ pub use redirect::IngressRedirect;
 pub use sticky::IngressSticky;
 pub use tls::{IngressTls, TlsProtocol};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ObjectKey, Snapshot};
 
 use ipnet::IpNet;
 use sluice_proxy::table::{
-    BackendProtocol, Balance, Duration, HeaderEdits, HealthCheck, PassiveCheck,
+    AlpnProtocol, BackendProtocol, BackendTls, Balance, Duration, HeaderEdits, HealthCheck,
+    PassiveCheck,
 };
 use std::collections::BTreeMap;
 
@@ -59,6 +60,12 @@ pub struct IngressAnnotations {
     pub sticky: Option<IngressSticky>,
     /// Backend re-encryption, passthrough, client certificates, HSTS.
     pub tls: IngressTls,
+    /// The backends' TLS settings, from `tls.backend` and its CA Secret
+    /// (`load_backend_tls`).
+    pub backend_tls: Option<BackendTls>,
+    /// The CA Secret could not be read: the backends get no endpoints (503)
+    /// rather than a weaker verification.
+    pub backend_tls_unusable: bool,
 }
 
 impl IngressAnnotations {
@@ -92,6 +99,44 @@ impl IngressAnnotations {
         {
             sticky.cookie.keys = sticky::load_keys(snapshot, namespace, secret, warnings);
         }
+    }
+
+    /// Builds the backends' TLS settings from `backend-protocol: https|grpcs` and
+    /// `backend-tls-*`, reading the CA Secret.
+    pub fn load_backend_tls(
+        &mut self,
+        snapshot: &Snapshot,
+        namespace: &str,
+        warnings: &mut Vec<String>,
+    ) {
+        let Some(wanted) = &self.tls.backend else {
+            return;
+        };
+        let mut tls = BackendTls {
+            server_name: wanted.server_name.clone(),
+            insecure_skip_verify: wanted.insecure_skip_verify,
+            ..BackendTls::default()
+        };
+        if wanted.protocol == TlsProtocol::Grpcs {
+            tls.alpn = vec![AlpnProtocol::H2];
+        }
+        if wanted.insecure_skip_verify {
+            warnings.push(format!(
+                "annotation {PREFIX}backend-tls-insecure-skip-verify: endpoints' certificates are not verified"
+            ));
+        }
+        if let Some(secret) = &wanted.ca_secret {
+            match super::tls::ca_bundle(snapshot, &ObjectKey::new(namespace, secret)) {
+                Ok(pem) => tls.ca = Some(pem),
+                Err(problem) => {
+                    warnings.push(format!(
+                        "annotation {PREFIX}backend-tls-ca-secret: {problem}; the backends are not used (503) until it is fixed"
+                    ));
+                    self.backend_tls_unusable = true;
+                }
+            }
+        }
+        self.backend_tls = Some(tls);
     }
 
     /// Whether some clients are refused (`allow-cidrs` or `deny-cidrs`).

@@ -139,7 +139,10 @@ impl<'a> Resolver<'a> {
         let id = backend_id(namespace, service, port, owner);
         let service = ObjectKey::new(namespace, service);
         let mut problems = Vec::new();
-        let endpoints = endpoints_for(entry, &service, port, &mut problems);
+        let mut endpoints = endpoints_for(entry, &service, port, &mut problems);
+        if options.backend_tls_unusable {
+            endpoints.clear();
+        }
         let defaults = Backend::default();
         let backend = Backend {
             source: Some(SourceRef {
@@ -164,6 +167,7 @@ impl<'a> Resolver<'a> {
                 .retry_on_timeout
                 .unwrap_or(defaults.retry_on_timeout),
             sticky: options.sticky.as_ref().map(|s| s.stickiness()),
+            tls: options.backend_tls.clone(),
             ..defaults
         };
         self.backends.push((id.clone(), backend));

@@ -124,7 +124,10 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         let mut https = HttpListener {
             name: "https".into(),
             bind,
-            tls: Some(ListenerTls::default()),
+            tls: Some(ListenerTls {
+                passthrough: routes.passthrough,
+                ..ListenerTls::default()
+            }),
             ..http.clone()
         };
         for route in &mut https.routes {

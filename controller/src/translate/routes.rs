@@ -7,7 +7,7 @@ use super::tls;
 use crate::snapshot::{ObjectKey, Snapshot};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use sluice_proxy::table::{
-    self, Action, BackendId, PathMatch, PathRewrite, Route, RoutingTable, SourceRef,
+    self, Action, BackendId, PathMatch, PathRewrite, Route, RoutingTable, SniRoute, SourceRef,
 };
 use std::borrow::Cow;
 use std::collections::hash_map::{Entry, HashMap};
@@ -27,6 +27,8 @@ pub struct Builder<'a> {
     default_backend: Option<(&'a ObjectKey, BackendId)>,
     /// Whether an HTTPS listener exists to redirect to.
     https: bool,
+    /// `ssl-passthrough` hosts, with the Ingress that claimed each.
+    passthrough: Vec<(SniRoute, &'a ObjectKey)>,
 }
 
 /// Where in an Ingress a problem is, for warnings (formatted only when needed).
@@ -47,6 +49,8 @@ impl fmt::Display for At {
 
 pub struct Routes {
     pub routes: Vec<Route>,
+    /// For the HTTPS listener's `tls.passthrough`.
+    pub passthrough: Vec<SniRoute>,
     pub default_backend: Option<BackendId>,
     /// Problems that belong to no Ingress (the `--default-backend-service`).
     pub warnings: Vec<String>,
@@ -68,6 +72,7 @@ impl<'a> Builder<'a> {
             routes: Vec::with_capacity(paths),
             default_backend: None,
             https,
+            passthrough: Vec::new(),
         }
     }
 
@@ -76,12 +81,16 @@ impl<'a> Builder<'a> {
         let mut warnings = Vec::new();
         let mut options = annotations::parse(ingress.metadata.annotations.as_ref(), &mut warnings);
         options.load_sticky_keys(self.snapshot, &key.namespace, &mut warnings);
+        options.load_backend_tls(self.snapshot, &key.namespace, &mut warnings);
         let Some(spec) = ingress.spec.as_ref() else {
             warnings.push("the Ingress has no spec; nothing to route".into());
             return (false, warnings);
         };
         let mut served = false;
         let mut memo = Memo::new();
+        if options.tls.passthrough {
+            return self.add_passthrough(key, spec, options, warnings);
+        }
 
         if options.ssl_redirect == Some(true) && !self.https {
             warnings.push(
@@ -219,6 +228,111 @@ impl<'a> Builder<'a> {
         (served, warnings)
     }
 
+    /// `ssl-passthrough`: each rule's host is routed by SNI, without TLS
+    /// termination, to the backend of its `/` path (else its first path); the
+    /// Ingress gets no HTTP routes (nginx-ingress's behaviour).
+    fn add_passthrough(
+        &mut self,
+        key: &'a ObjectKey,
+        spec: &'a k8s_openapi::api::networking::v1::IngressSpec,
+        mut options: IngressAnnotations,
+        mut warnings: Vec<String>,
+    ) -> (bool, Vec<String>) {
+        if !self.https {
+            warnings.push(
+                "annotation sluice.dev/ssl-passthrough: there is no HTTPS listener (--no-https); the Ingress is not served"
+                    .into(),
+            );
+            return (false, warnings);
+        }
+        // A passed-through connection carries no HTTP: what needs it cannot apply.
+        if options
+            .balance
+            .as_ref()
+            .is_some_and(table::Balance::needs_http)
+        {
+            warnings.push(
+                "annotation sluice.dev/balance: reads HTTP requests, which ssl-passthrough does not see; round robin is used"
+                    .into(),
+            );
+            options.balance = None;
+        }
+        if options.sticky.take().is_some() {
+            warnings.push(
+                "annotation sluice.dev/sticky-cookie: cookies are not seen through ssl-passthrough; ignored"
+                    .into(),
+            );
+        }
+        for annotation in options.route_only() {
+            warnings.push(format!(
+                "annotation {annotation}: has no effect with ssl-passthrough; ignored"
+            ));
+        }
+        let mut memo = Memo::new();
+        let mut served = false;
+        for (i, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = lowercase(rule.host.as_deref().unwrap_or_default()).into_owned();
+            if host.is_empty() {
+                warnings.push(format!(
+                    "spec.rules[{i}]: ssl-passthrough routes by the TLS server name, so a rule needs a host; ignored"
+                ));
+                continue;
+            }
+            if let Err(problem) = table::validate_host(&host) {
+                warnings.push(format!("spec.rules[{i}]: {problem}; the rule is ignored"));
+                continue;
+            }
+            if let Some((_, owner)) = self
+                .passthrough
+                .iter()
+                .find(|(r, _)| r.hosts.contains(&host))
+            {
+                warnings.push(format!(
+                    "spec.rules[{i}]: host {host:?} is already passed through for the older Ingress {owner}; ignored"
+                ));
+                continue;
+            }
+            let paths = rule.http.iter().flat_map(|h| h.paths.iter());
+            let Some((j, path)) = paths
+                .clone()
+                .enumerate()
+                .find(|(_, p)| p.path.as_deref().unwrap_or("/") == "/")
+                .or_else(|| paths.enumerate().next())
+            else {
+                warnings.push(format!("spec.rules[{i}]: no path names a backend; ignored"));
+                continue;
+            };
+            let Some(id) = backend(
+                &mut self.resolver,
+                &mut memo,
+                key,
+                &path.backend,
+                &options,
+                At::Path(i, j),
+                &mut warnings,
+            ) else {
+                continue;
+            };
+            let mut name = route_name_prefix(key, i);
+            name.push_str("passthrough");
+            self.passthrough.push((
+                SniRoute {
+                    name,
+                    source: Some(SourceRef {
+                        kind: "Ingress".into(),
+                        namespace: key.namespace.clone(),
+                        name: key.name.clone(),
+                    }),
+                    hosts: vec![host],
+                    backend: id,
+                },
+                key,
+            ));
+            served = true;
+        }
+        (served, warnings)
+    }
+
     pub fn finish(mut self, options: &'a Options) -> Routes {
         let mut warnings = Vec::new();
         let mut default_backend = self.default_backend.take().map(|(_, id)| id);
@@ -232,6 +346,7 @@ impl<'a> Builder<'a> {
             .append(&mut self.resolver.into_backends());
         Routes {
             routes: self.routes,
+            passthrough: self.passthrough.into_iter().map(|(r, _)| r).collect(),
             default_backend,
             warnings,
         }
