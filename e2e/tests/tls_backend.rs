@@ -206,11 +206,13 @@ async fn insecure_skip_verify_reaches_a_self_signed_backend_and_warns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alpn_lets_the_backend_choose_http2() {
+async fn alpn_lets_the_backend_choose_http2_and_h2_alone_insists() {
     let ca = TestCa::new("backend CA");
     let cert = ca.server(&["127.0.0.1"]);
     let h2 = TlsBackend::start("h2", options(&cert, &["h2", "http/1.1"])).await;
     let h1only = TlsBackend::start("h1only", options(&cert, &["http/1.1"])).await;
+    // Answers no ALPN at all (hyper's server still detects HTTP/2 by its preface).
+    let silent = TlsBackend::start("noalpn", options(&cert, &[])).await;
     let listen = free_addr().unwrap();
     let tls = format!("{}      alpn: [h2, http/1.1]\n", ca_field(&ca));
     let yaml = table(
@@ -228,13 +230,20 @@ async fn alpn_lets_the_backend_choose_http2() {
                 tls,
                 extra: "",
             },
+            // Only h2 offered: HTTP/2 even when the endpoint answers no ALPN.
+            Spec {
+                id: "noalpn",
+                address: silent.addr.to_string(),
+                tls: format!("{}      alpn: [h2]\n", ca_field(&ca)),
+                extra: "",
+            },
         ],
         &[],
     );
     let _proxy = ProxyProcess::start(&yaml).await.unwrap();
     let http = client();
     for _ in 0..3 {
-        for host in ["h2.test", "h1only.test"] {
+        for host in ["h2.test", "h1only.test", "noalpn.test"] {
             let reply = fetch(&http, listen, Some(host), "/").await.unwrap();
             assert_eq!(reply.status, 200, "{host}");
         }
@@ -246,6 +255,8 @@ async fn alpn_lets_the_backend_choose_http2() {
     // A backend that declines HTTP/2 is spoken to in HTTP/1.1.
     assert_eq!(h1only.versions(), [Version::HTTP_11; 3]);
     assert_eq!(h1only.handshakes()[0].alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(silent.versions(), [Version::HTTP_2; 3]);
+    assert_eq!(silent.handshakes()[0].alpn, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
