@@ -200,6 +200,7 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, stop: Cancellatio
                     peer,
                     bind,
                     tls: tls.is_some(),
+                    tls_session: None,
                 };
                 let stop = stop.clone();
                 proxy.connections.spawn(conn::serve(

@@ -108,6 +108,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         timeouts: Default::default(),
         error_pages: Default::default(),
         tls: None,
+        https_redirect_port: None,
     }));
     statuses.sort_by(|a, b| a.ingress.cmp(&b.ingress));
     Translation {

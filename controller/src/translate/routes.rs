@@ -341,6 +341,7 @@ fn route(
         allow_sources: options.allow_cidrs.clone(),
         deny_sources: options.deny_cidrs.clone(),
         https_redirect: options.ssl_redirect.unwrap_or(false),
+        hsts: None,
     }
 }
 
