@@ -91,6 +91,7 @@ fn big_table() -> RoutingTable {
             timeouts: Default::default(),
             error_pages: Default::default(),
             tls: None,
+            https_redirect_port: None,
         })],
         backends,
         certificates: Default::default(),

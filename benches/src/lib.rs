@@ -64,6 +64,7 @@ pub mod route_lookup {
                 timeouts: Default::default(),
                 error_pages: Default::default(),
                 tls: None,
+                https_redirect_port: None,
             })],
             backends: (0..50)
                 .map(|b| {

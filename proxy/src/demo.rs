@@ -158,6 +158,7 @@ pub fn table(
             timeouts: Default::default(),
             error_pages: Default::default(),
             tls: None,
+            https_redirect_port: None,
         })],
         backends: [
             ("blue".to_owned(), backend(vec![ep(blue, 1)])),

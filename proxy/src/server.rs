@@ -246,6 +246,7 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, stop: Cancellatio
                     peer,
                     bind,
                     tls: tls.is_some(),
+                    tls_session: None,
                 };
                 let stop = stop.clone();
                 proxy.connections.spawn(conn::serve(

@@ -118,6 +118,8 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
         timeouts: Default::default(),
         error_pages: Default::default(),
         tls: None,
+        https_redirect_port: (options.https_redirect_port != 443)
+            .then_some(options.https_redirect_port),
     };
     if let Some(bind) = options.https_bind {
         // The same routes over TLS; redirecting to HTTPS is for the plain side.

@@ -476,6 +476,7 @@ fn route(
         allow_sources: options.allow_cidrs.clone(),
         deny_sources: options.deny_cidrs.clone(),
         https_redirect: false,
+        hsts: None,
     }
 }
 

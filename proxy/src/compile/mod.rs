@@ -29,8 +29,10 @@ use crate::table::{
     SourceRef, Stickiness,
 };
 use crate::tls::certs::CertStore;
-use crate::tls::server_config::{MinVersion, TlsOptions, server_config};
+use crate::tls::scopes::ListenerTlsConfigs;
+use crate::tls::server_config::{MinVersion, TlsOptions};
 use crate::upstream::Upstream;
+use http::HeaderValue;
 use http::uri::Authority;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -56,9 +58,10 @@ pub struct CompiledListener {
 #[derive(Clone)]
 pub enum Transport {
     Plain,
-    /// TLS with this listener's settings and the table's certificates; a new
-    /// table's connections get the new certificates.
-    Tls(Arc<rustls::ServerConfig>),
+    /// TLS with this listener's settings and the table's certificates, one
+    /// configuration per client-certificate scope; a new table's connections
+    /// get the new certificates.
+    Tls(Arc<ListenerTlsConfigs>),
     /// An `https` listener whose TLS settings could not be used (warned):
     /// connections are closed rather than served in the clear.
     Unusable,
@@ -92,6 +95,8 @@ pub struct HttpListener {
     pub error_pages: HashMap<u16, FixedResponse>,
     /// `https` only: names whose TLS is passed through raw, not terminated.
     pub passthrough: Option<crate::tcp::SniRoutes>,
+    /// The port of `https_redirect` locations (`None`: 443, not written).
+    pub https_redirect_port: Option<u16>,
 }
 
 /// The route that answers a request.
@@ -141,6 +146,10 @@ pub struct CompiledRoute {
     pub request_headers: CompiledHeaderEdits,
     pub response_headers: CompiledHeaderEdits,
     pub access: SourceFilter,
+    /// Plain-HTTP requests get a 308 to `https` (see `http::secure`).
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` for responses over TLS.
+    pub hsts: Option<HeaderValue>,
 }
 
 /// Which client addresses a route admits.
@@ -377,6 +386,8 @@ fn compile_http(
             request_headers: CompiledHeaderEdits::default(),
             response_headers: CompiledHeaderEdits::default(),
             access: SourceFilter::default(),
+            https_redirect: false,
+            hsts: None,
         }
     });
     HttpListener {
@@ -387,6 +398,7 @@ fn compile_http(
         timeouts: listener.timeouts,
         error_pages,
         passthrough: None,
+        https_redirect_port: listener.https_redirect_port.filter(|&p| p != 443),
     }
 }
 
@@ -460,6 +472,11 @@ fn compile_route(
                 .map(|a| a.iter().map(IpNet::trunc).collect()),
             deny: route.deny_sources.iter().map(IpNet::trunc).collect(),
         },
+        https_redirect: route.https_redirect,
+        // Built from digits and fixed words, so always a valid value.
+        hsts: route
+            .hsts
+            .and_then(|h| HeaderValue::from_str(&h.header_value()).ok()),
     })
 }
 
@@ -626,8 +643,9 @@ fn compile_sticky(
     CompiledSticky::new(id, cookie, keys, pins, state.sticky_counts.clone())
 }
 
-/// An `https` listener's `ServerConfig`; the certificate stores are shared by
-/// listeners with the same default certificate, so each warns once.
+/// An `https` listener's configurations (one per client-certificate scope); the
+/// certificate stores are shared by listeners with the same default
+/// certificate, so each warns once.
 fn compile_tls(
     http: &table::HttpListener,
     table: &RoutingTable,
@@ -635,7 +653,8 @@ fn compile_tls(
     stores: &mut HashMap<Option<String>, Arc<CertStore>>,
     warnings: &mut Vec<String>,
 ) -> Transport {
-    let settings = http.tls.clone().unwrap_or_default();
+    let defaults = table::ListenerTls::default();
+    let settings = http.tls.as_ref().unwrap_or(&defaults);
     let name = &http.name;
     let shared = match runtime.tls() {
         Ok(shared) => shared,
@@ -663,11 +682,15 @@ fn compile_tls(
             table::TlsVersion::Tls12 => MinVersion::Tls12,
             table::TlsVersion::Tls13 => MinVersion::Tls13,
         },
-        cipher_suites: settings.cipher_suites,
-        alpn: settings.alpn.into_iter().map(String::into_bytes).collect(),
+        cipher_suites: settings.cipher_suites.clone(),
+        alpn: settings
+            .alpn
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect(),
     };
-    match server_config(store, &options, &shared.resumption) {
-        Ok(config) => Transport::Tls(config),
+    match ListenerTlsConfigs::compile(name, settings, store, &options, shared, warnings) {
+        Ok(configs) => Transport::Tls(Arc::new(configs)),
         Err(e) => {
             warnings.push(format!(
                 "listener `{name}` tls: {e}; its connections are closed"

@@ -1,5 +1,6 @@
-//! Serving one client connection: HTTP/1.1 or h2c (prior knowledge), keep-alive,
-//! request-header and idle timeouts, graceful shutdown.
+//! Serving one client connection: the TLS handshake on `https` listeners (the
+//! configuration chosen by SNI), HTTP/1.1 or h2c (prior knowledge) or HTTP/2
+//! by ALPN, keep-alive, request-header and idle timeouts, graceful shutdown.
 //!
 //! Timeouts follow HAProxy's split rather than hyper's single header timer:
 //! `request_header` runs from accept, and on HTTP/1 from the first byte of each
@@ -8,9 +9,11 @@
 //! bytes moving (HAProxy's `timeout http-keep-alive` / `timeout client`).
 
 use super::ProxyBody;
+use super::secure::TlsSession;
 use super::service::{self, ConnInfo};
 use crate::server::Proxy;
 use crate::table::ListenerTimeouts;
+use crate::tls::scopes::ListenerTlsConfigs;
 use bytes::Bytes;
 use http::Version;
 use hyper::body::{Body, Frame, SizeHint};
@@ -33,9 +36,9 @@ use tracing::debug;
 pub async fn serve(
     proxy: Arc<Proxy>,
     stream: TcpStream,
-    info: ConnInfo,
+    mut info: ConnInfo,
     timeouts: ListenerTimeouts,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<ListenerTlsConfigs>>,
     stop: CancellationToken,
     passthrough: Option<crate::tcp::SniSplit>,
 ) {
@@ -46,7 +49,7 @@ pub async fn serve(
     };
     match tls {
         None => serve_http(proxy, TokioIo::new(tracked), state, info, timeouts, stop).await,
-        Some(config) => {
+        Some(configs) => {
             // `tls.passthrough`: a ClientHello naming a passthrough host is
             // forwarded raw; any other goes on to the handshake, replayed.
             let tracked = match passthrough {
@@ -57,10 +60,10 @@ pub async fn serve(
                 None => crate::tcp::Prefixed::plain(tracked),
             };
             // The handshake is part of the request head's time budget.
-            let handshake = tokio_rustls::TlsAcceptor::from(config).accept(tracked);
             let limit = timeouts.request_header.to_std();
-            match tokio::time::timeout(limit, handshake).await {
-                Ok(Ok(stream)) => {
+            match tokio::time::timeout(limit, handshake(tracked, configs)).await {
+                Ok(Ok((stream, session))) => {
+                    info.tls_session = Some(Arc::new(session));
                     serve_http(proxy, TokioIo::new(stream), state, info, timeouts, stop).await;
                 }
                 Ok(Err(e)) => debug!(peer = %info.peer, "TLS handshake failed: {e}"),
@@ -68,6 +71,29 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Reads the ClientHello, completes the handshake with the configuration of
+/// the scope its SNI chooses, and judges the client's certificate.
+async fn handshake<S>(
+    io: S,
+    configs: Arc<ListenerTlsConfigs>,
+) -> io::Result<(tokio_rustls::server::TlsStream<S>, TlsSession)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let acceptor = rustls::server::Acceptor::default();
+    let start = tokio_rustls::LazyConfigAcceptor::new(acceptor, io).await?;
+    let scope = configs.scope_of(start.client_hello().server_name());
+    let Some(config) = configs.scope(scope).config.clone() else {
+        // Its client-certificate settings are unusable (warned at compile).
+        return Err(io::Error::other(
+            "client certificates for this name cannot be verified; connection refused",
+        ));
+    };
+    let stream = start.into_stream(config).await?;
+    let session = TlsSession::new(configs, scope, stream.get_ref().1);
+    Ok((stream, session))
 }
 
 async fn serve_http<S>(
@@ -90,9 +116,11 @@ async fn serve_http<S>(
         .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
 
+    let peer = info.peer;
     let svc_state = state.clone();
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = proxy.clone();
+        let info = info.clone();
         let guard = svc_state.request_started(req.version());
         async move {
             let response = service::handle(&proxy, req, info).await;
@@ -113,7 +141,7 @@ async fn serve_http<S>(
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    debug!(peer = %info.peer, "client connection ended: {e}");
+                    debug!(peer = %peer, "client connection ended: {e}");
                 }
                 return;
             }
@@ -124,11 +152,11 @@ async fn serve_http<S>(
             expired = state.expiry(&timeouts), if !closing => match expired {
                 Expired::RequestHeader => {
                     // No request is in flight, so nothing is lost by closing now.
-                    debug!(peer = %info.peer, "request head not received within {}; closing", timeouts.request_header);
+                    debug!(peer = %peer, "request head not received within {}; closing", timeouts.request_header);
                     return;
                 }
                 Expired::Idle => {
-                    debug!(peer = %info.peer, "closing idle client connection");
+                    debug!(peer = %peer, "closing idle client connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }

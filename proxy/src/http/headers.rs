@@ -1,6 +1,8 @@
 //! Request and response header rewriting between client and backend.
 
 use crate::table::ForwardedHeaders;
+use crate::tls::client_auth::Verdict;
+use crate::tls::client_cert::LeafFacts;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
@@ -9,6 +11,70 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What the backend learns of a client certificate (nginx-ingress's names;
+/// HAProxy's `ssl_c_verify`, `ssl_c_s_dn`, `ssl_c_i_dn`, `ssl_c_serial`,
+/// `ssl_c_sha256`-like fetches). Only the proxy sets them.
+static SSL_CLIENT_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verify");
+static SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
+static SSL_CLIENT_ISSUER_DN: HeaderName = HeaderName::from_static("ssl-client-issuer-dn");
+static SSL_CLIENT_SERIAL: HeaderName = HeaderName::from_static("ssl-client-serial");
+static SSL_CLIENT_FINGERPRINT: HeaderName = HeaderName::from_static("ssl-client-fingerprint");
+
+fn client_cert_names() -> [&'static HeaderName; 5] {
+    [
+        &SSL_CLIENT_VERIFY,
+        &SSL_CLIENT_SUBJECT_DN,
+        &SSL_CLIENT_ISSUER_DN,
+        &SSL_CLIENT_SERIAL,
+        &SSL_CLIENT_FINGERPRINT,
+    ]
+}
+
+/// Removes client-certificate headers a client sent, on every listener, so a
+/// backend can trust them.
+pub fn strip_client_cert(headers: &mut HeaderMap) {
+    for name in client_cert_names() {
+        headers.remove(name);
+    }
+}
+
+/// The client-certificate headers of one connection, built once at its
+/// handshake and added to each of its requests.
+#[derive(Debug, Clone)]
+pub struct ClientCertHeaders(Box<[(HeaderName, HeaderValue)]>);
+
+impl ClientCertHeaders {
+    pub fn new(verdict: &Verdict, leaf: Option<&LeafFacts>) -> Self {
+        let mut out = Vec::with_capacity(5);
+        let mut push = |name: &HeaderName, text: &str| {
+            // The texts are ASCII by construction (DNs escape the rest).
+            if let Ok(v) = HeaderValue::from_str(text) {
+                out.push((name.clone(), v));
+            }
+        };
+        push(&SSL_CLIENT_VERIFY, &verdict.header_text());
+        if let Some(leaf) = leaf {
+            if let Some(dn) = &leaf.subject_dn {
+                push(&SSL_CLIENT_SUBJECT_DN, dn);
+            }
+            if let Some(dn) = &leaf.issuer_dn {
+                push(&SSL_CLIENT_ISSUER_DN, dn);
+            }
+            if let Some(serial) = &leaf.serial {
+                push(&SSL_CLIENT_SERIAL, serial);
+            }
+            push(&SSL_CLIENT_FINGERPRINT, &leaf.fingerprint);
+        }
+        Self(out.into())
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.0 {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
 fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
@@ -222,6 +288,40 @@ mod tests {
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 2.2.2.2, ::1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example.com");
+    }
+
+    #[test]
+    fn client_certificate_headers_replace_the_clients() {
+        let mut h = map(&[
+            ("ssl-client-verify", "SUCCESS"),
+            ("SSL-Client-Subject-DN", "CN=admin"),
+            ("ssl-client-serial", "01"),
+            ("x-kept", "yes"),
+        ]);
+        strip_client_cert(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+
+        let leaf = LeafFacts {
+            subject_dn: Some("CN=alice,O=Acme\\, Inc.".into()),
+            issuer_dn: Some("CN=ca".into()),
+            serial: Some("0ABC".into()),
+            fingerprint: "ab".repeat(32),
+        };
+        ClientCertHeaders::new(&Verdict::Success, Some(&leaf)).apply(&mut h);
+        assert_eq!(h["ssl-client-verify"], "SUCCESS");
+        assert_eq!(h["ssl-client-subject-dn"], "CN=alice,O=Acme\\, Inc.");
+        assert_eq!(h["ssl-client-issuer-dn"], "CN=ca");
+        assert_eq!(h["ssl-client-serial"], "0ABC");
+        assert_eq!(h["ssl-client-fingerprint"], "ab".repeat(32).as_str());
+
+        let mut h = HeaderMap::new();
+        ClientCertHeaders::new(&Verdict::None, None).apply(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["ssl-client-verify"], "NONE");
+        let mut h = HeaderMap::new();
+        ClientCertHeaders::new(&Verdict::Failed("unknown issuer"), None).apply(&mut h);
+        assert_eq!(h["ssl-client-verify"], "FAILED:unknown issuer");
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod body;
 pub mod conn;
 pub mod errors;
 pub mod headers;
+pub mod secure;
 pub mod service;
 
 /// Response body: streamed from a backend, or a small proxy-generated one.

@@ -5,6 +5,7 @@ use super::ProxyBody;
 use super::body::{RequestBody, ResponseBody};
 use super::errors::ProxyError;
 use super::headers;
+use super::secure::{self, Refusal, TlsSession};
 use crate::balance::{EndpointState, Lease, NoEndpoint, PinnedLease};
 use crate::compile::{
     CompiledAction, CompiledBackend, CompiledRewrite, CompiledRoute, FixedResponse, HttpListener,
@@ -29,12 +30,14 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 /// Where a connection came from and which listener accepted it.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub bind: SocketAddr,
     /// The client spoke TLS to us.
     pub tls: bool,
+    /// What the TLS handshake established (set after it).
+    pub tls_session: Option<Arc<TlsSession>>,
 }
 
 pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
@@ -50,6 +53,11 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
     let client = canonical_client(conn.peer.ip());
 
     let host = normalize_host(request_host(&req));
+    if let Some(tls) = &conn.tls_session
+        && let Some(refusal) = tls.refusal(&host)
+    {
+        return refused(http, &listener.name, &host, refusal);
+    }
     let path = normalize_path(req.uri().path());
     let facts = RequestFacts {
         host: &host,
@@ -64,9 +72,14 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
         return error_response(http, ProxyError::NoRoute);
     };
     let route = selected.route;
+    if route.https_redirect && !conn.tls && !secure::is_acme_challenge(&path) {
+        let response = https_redirect(&host, http.https_redirect_port, req.uri());
+        debug!(listener = %listener.name, route = %route.name, status = response.status().as_u16(), "redirect to https");
+        return with_route_headers(route, &conn, response);
+    }
     if !route.access.admits(client) {
         info!(listener = %listener.name, route = %route.name, %client, status = 403, "client address not allowed");
-        return with_route_headers(route, error_response(http, ProxyError::Forbidden));
+        return with_route_headers(route, &conn, error_response(http, ProxyError::Forbidden));
     }
     let response = match &route.action {
         CompiledAction::Forward(ix) => {
@@ -85,7 +98,7 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
                 normalized_path: normalized.as_deref(),
                 backend,
             };
-            forward(target, req, conn, hash).await
+            forward(target, req, &conn, hash).await
         }
         CompiledAction::MissingBackend(id) => {
             let err = ProxyError::MissingBackend(id.clone());
@@ -129,15 +142,74 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
         }
         CompiledAction::Respond(fixed) => fixed_response(fixed),
     };
-    with_route_headers(route, response)
+    with_route_headers(route, &conn, response)
 }
 
+/// The route's response edits, and its HSTS header over TLS only (RFC 6797
+/// §7.2: never over plain HTTP), replacing the backend's.
 fn with_route_headers(
     route: &CompiledRoute,
+    conn: &ConnInfo,
     mut response: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     route.response_headers.apply(response.headers_mut());
+    if conn.tls
+        && let Some(hsts) = &route.hsts
+    {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     response
+}
+
+/// A request answered before routing because of its TLS session.
+fn refused(
+    listener: &HttpListener,
+    name: &str,
+    host: &str,
+    refusal: Refusal,
+) -> Response<ProxyBody> {
+    match refusal {
+        Refusal::OtherScope => {
+            info!(listener = %name, %host, status = 421, "host needs other client-certificate settings than the connection's SNI");
+            text_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                Bytes::from_static(
+                    b"421 Misdirected Request: open a new connection for this host\n",
+                ),
+            )
+        }
+        Refusal::ClientCertificate(status) => {
+            info!(listener = %name, %host, status = status.as_u16(), "client certificate missing or not accepted");
+            match listener.error_pages.get(&status.as_u16()) {
+                Some(page) => fixed_response(page),
+                None => {
+                    let reason = status.canonical_reason().unwrap_or("Client Error");
+                    let body = format!(
+                        "{} {reason}: a valid client certificate is required\n",
+                        status.as_u16()
+                    );
+                    text_response(status, Bytes::from(body))
+                }
+            }
+        }
+    }
+}
+
+/// 308 to the same host and request target over https (400 without a usable host).
+fn https_redirect(host: &str, port: Option<u16>, uri: &Uri) -> Response<ProxyBody> {
+    match secure::https_location(host, port, uri).and_then(|l| HeaderValue::from_str(&l).ok()) {
+        Some(location) => {
+            let mut r = text_response(StatusCode::PERMANENT_REDIRECT, Bytes::new());
+            r.headers_mut().insert(header::LOCATION, location);
+            r
+        }
+        None => text_response(
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(b"400 Bad Request: missing or invalid Host header\n"),
+        ),
+    }
 }
 
 /// A proxy-generated error: the listener's page for the status, else our text.
@@ -217,7 +289,7 @@ fn upstream_path_and_query(
 async fn forward(
     target: Target<'_>,
     mut req: Request<Incoming>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     hash: Option<u64>,
 ) -> Response<ProxyBody> {
     let Target {
@@ -263,8 +335,13 @@ async fn forward(
         if conn.tls { "https" } else { "http" },
         host.as_ref(),
     );
-    // The route's edits come last, so they can override anything above.
+    // Only this proxy says what a client certificate was.
+    headers::strip_client_cert(&mut parts.headers);
+    // The route's edits come next, so they can override anything above.
     route.request_headers.apply(&mut parts.headers);
+    if let Some(client) = conn.tls_session.as_ref().and_then(|t| t.client.as_ref()) {
+        client.headers.apply(&mut parts.headers);
+    }
 
     let path_and_query = match upstream_path_and_query(
         &parts.uri,

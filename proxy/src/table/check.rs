@@ -42,6 +42,20 @@ fn check_tls(
             message: "protocol names are 1 to 255 bytes".into(),
         });
     }
+    if let Some(auth) = &tls.client_auth {
+        check_client_auth(auth, &format!("{path}.client_auth"), errors);
+    }
+    for (host, auth) in &tls.host_client_auth {
+        let at = format!("{path}.host_client_auth.{host}");
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if let Err(message) = super::validate_host(&name) {
+            errors.push(TableError {
+                path: at.clone(),
+                message,
+            });
+        }
+        check_client_auth(auth, &at, errors);
+    }
     check_sni_routes(
         table,
         &tls.passthrough,
@@ -126,6 +140,15 @@ fn check_passthrough(
     check_sni_routes(table, &listener.routes, &format!("{at}.routes"), errors);
 }
 
+fn check_client_auth(auth: &crate::table::ClientAuth, at: &str, errors: &mut Vec<TableError>) {
+    for (field, message) in crate::tls::client_auth::problems(auth) {
+        errors.push(TableError {
+            path: format!("{at}.{field}"),
+            message,
+        });
+    }
+}
+
 /// All problems of `table`, in document order.
 pub fn check(table: &RoutingTable) -> Result<(), Vec<TableError>> {
     let mut errors = Vec::new();
@@ -140,12 +163,24 @@ pub fn check(table: &RoutingTable) -> Result<(), Vec<TableError>> {
                         message: "TLS settings need an `https` listener".into(),
                     });
                 }
+                if http.https_redirect_port == Some(0) {
+                    errors.push(TableError {
+                        path: format!("{path}.https_redirect_port"),
+                        message: "port 0 cannot be redirected to".into(),
+                    });
+                }
             }
             Listener::Https(http) => {
                 let path = format!("listeners[{li}].https");
                 check_http(table, http, &path, &mut errors);
                 if let Some(tls) = &http.tls {
                     check_tls(table, tls, &format!("{path}.tls"), &mut errors);
+                }
+                if http.https_redirect_port.is_some() {
+                    errors.push(TableError {
+                        path: format!("{path}.https_redirect_port"),
+                        message: "only `http` listeners redirect to https".into(),
+                    });
                 }
             }
             Listener::TlsPassthrough(listener) => {
@@ -220,6 +255,15 @@ fn check_http(table: &RoutingTable, http: &HttpListener, at: &str, errors: &mut 
                     ),
                 );
             }
+        }
+        if let Some(hsts) = &route.hsts
+            && hsts.preload
+            && (!hsts.include_subdomains || hsts.max_age < super::Hsts::ONE_YEAR)
+        {
+            push(
+                format!("{at}.hsts.preload"),
+                "preloading needs `include_subdomains` and a `max_age` of at least a year (hstspreload.org)".into(),
+            );
         }
         if let Some(PathRewrite::ReplacePrefix(to)) = &route.rewrite
             && !to.starts_with('/')
@@ -403,6 +447,54 @@ backends: {b: {balance: {source: {}}}}",
         )
         .unwrap();
         assert_eq!(check(&fine), Ok(()));
+    }
+
+    #[test]
+    fn client_certificate_redirect_and_hsts_settings_are_checked() {
+        let ca = crate::tls::client_auth::testing::Ca::new("ca").pem;
+        let indented: String = ca.lines().map(|l| format!("              {l}\n")).collect();
+        let table = from_yaml_str(&format!(
+            "listeners:
+  - http:
+      name: plain
+      bind: 127.0.0.1:1
+      https_redirect_port: 0
+      routes:
+        - name: r
+          action: {{respond: {{status: 200}}}}
+          hsts: {{max_age: 1h, include_subdomains: true, preload: true}}
+        - {{name: ok, action: {{respond: {{status: 200}}}}, hsts: {{include_subdomains: true, preload: true}}}}
+  - https:
+      name: secure
+      bind: 127.0.0.1:2
+      https_redirect_port: 8443
+      tls:
+        client_auth: {{ca: 'not pem', on_failure: {{status: 500}}}}
+        host_client_auth:
+          'bad host': {{ca: ''}}
+          good.test:
+            on_failure: {{status: 403}}
+            ca: |
+{indented}"
+        ))
+        .unwrap();
+        let text: Vec<String> = check(&table)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "listeners[0].http.routes[0].hsts.preload: preloading needs `include_subdomains` and a `max_age` of at least a year (hstspreload.org)",
+                "listeners[0].http.https_redirect_port: port 0 cannot be redirected to",
+                "listeners[1].https.tls.client_auth.ca: the CA bundle holds no certificate",
+                "listeners[1].https.tls.client_auth.on_failure.status: 500 is not a client error (400–499)",
+                "listeners[1].https.tls.host_client_auth.bad host: host \"bad host\" is not a valid DNS name or `*.` wildcard",
+                "listeners[1].https.tls.host_client_auth.bad host.ca: the CA bundle holds no certificate",
+                "listeners[1].https.https_redirect_port: only `http` listeners redirect to https",
+            ],
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub use sticky::{
     CookieMode, IfUnavailable, MIN_SESSION_KEY_LEN, SameSite, Stickiness, StickyCookie,
     is_cookie_name, parse_session_keys,
 };
-pub use tls::{ListenerTls, TlsVersion};
+pub use tls::{ClientAuth, ClientAuthMode, Hsts, ListenerTls, OnFailure, TlsVersion};
 pub use validate::host as validate_host;
 
 use serde::{Deserialize, Serialize};
@@ -150,6 +150,10 @@ pub struct HttpListener {
     /// TLS settings; only on `https` listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// The port in the `Location` of routes' `https_redirect` (absent or 443:
+    /// none, the https default); only on `http` listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect_port: Option<u16>,
 }
 
 /// How `X-Forwarded-For`, `-Proto` and `-Host` are produced.
@@ -225,10 +229,15 @@ pub struct Route {
     /// Client addresses refused with 403, checked before `allow_sources`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_sources: Vec<IpNet>,
-    /// Redirect plain HTTP to HTTPS. Carried for the TLS listeners that will honour
-    /// it; plain-HTTP-only tables ignore it.
+    /// On an `http` listener, answer with a 308 to the same host and path over
+    /// `https` (the port is the listener's `https_redirect_port`), except under
+    /// `/.well-known/acme-challenge/` (ACME HTTP-01). Nothing on `https` listeners.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub https_redirect: bool,
+    /// `Strict-Transport-Security` on this route's responses over TLS, replacing
+    /// the backend's (never sent over plain HTTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<Hsts>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -257,6 +266,7 @@ impl Route {
             allow_sources: None,
             deny_sources: Vec::new(),
             https_redirect: false,
+            hsts: None,
         }
     }
 }

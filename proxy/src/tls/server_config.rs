@@ -1,8 +1,16 @@
 //! A listener's rustls `ServerConfig`: protocol versions from a minimum, cipher
 //! suites (ring's defaults unless named), ALPN, certificates by SNI from a
-//! `CertStore`, and session resumption (TLS 1.3 tickets and TLS 1.2 session
-//! ids). The ticketer and the session cache are passed in, because they belong
-//! to the process, not to one table: a swap must not end resumption.
+//! `CertStore`, client certificates, and session resumption (TLS 1.3 tickets
+//! and TLS 1.2 session ids). The ticketer and the session cache are passed in,
+//! because they belong to the process, not to one table: a swap must not end
+//! resumption.
+//!
+//! A resumed session keeps the client certificate of its first handshake
+//! without verifying it again, and rustls only checks that the SNI and suite
+//! match. So configurations asking for client certificates never share ticket
+//! keys or a session cache with others: each client-certificate policy has its
+//! own (`PolicyResumption`), and a session made without client authentication,
+//! or under another CA or mode, cannot resume where they are asked for.
 //!
 //! ring's default suites are the Mozilla "intermediate" set: TLS 1.3 AES-GCM and
 //! ChaCha20-Poly1305, TLS 1.2 ECDHE with AES-GCM or ChaCha20-Poly1305, forward
@@ -10,9 +18,13 @@
 
 use super::certs::CertStore;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{
+    NoServerSessionStorage, ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::{ServerConfig, SupportedProtocolVersion};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 /// The lowest protocol version a listener accepts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +46,7 @@ pub struct TlsOptions {
 
 /// What outlives tables: ticket keys (rotated by rustls every 6 hours, the
 /// previous key still accepted) and the TLS 1.2 session cache.
+#[derive(Clone)]
 pub struct Resumption {
     pub ticketer: Arc<dyn ProducesTickets>,
     pub sessions: Arc<dyn StoresServerSessions>,
@@ -41,37 +54,95 @@ pub struct Resumption {
 
 impl Resumption {
     pub fn new() -> Result<Self, String> {
+        Self::with_cache(64 * 1024)
+    }
+
+    /// `sessions`: TLS 1.2 sessions kept (rustls reserves room for them at once).
+    fn with_cache(sessions: usize) -> Result<Self, String> {
         let ticketer = rustls::crypto::ring::Ticketer::new()
             .map_err(|e| format!("cannot make TLS ticket keys: {e}"))?;
         Ok(Self {
             ticketer,
-            sessions: ServerSessionMemoryCache::new(64 * 1024),
+            sessions: ServerSessionMemoryCache::new(sessions),
         })
     }
 }
 
+/// Resumption state per client-certificate policy (`ClientAuthPolicy::key`),
+/// shared by every configuration with that policy, across tables. Held weakly:
+/// the configurations of live tables keep it, and a policy no table uses any
+/// more is forgotten (its sessions then make full handshakes).
+#[derive(Default)]
+pub struct PolicyResumption(Mutex<HashMap<[u8; 32], WeakResumption>>);
+
+struct WeakResumption {
+    ticketer: Weak<dyn ProducesTickets>,
+    sessions: Weak<dyn StoresServerSessions>,
+}
+
+/// TLS 1.2 sessions kept per client-certificate policy: smaller than the
+/// process-wide cache, since a table may hold many policies.
+const POLICY_SESSIONS: usize = 4096;
+
+impl PolicyResumption {
+    pub fn get(&self, key: &[u8; 32]) -> Result<Resumption, String> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, r| r.ticketer.strong_count() > 0);
+        if let Some(r) = map.get(key)
+            && let (Some(ticketer), Some(sessions)) = (r.ticketer.upgrade(), r.sessions.upgrade())
+        {
+            return Ok(Resumption { ticketer, sessions });
+        }
+        let fresh = Resumption::with_cache(POLICY_SESSIONS)?;
+        map.insert(
+            *key,
+            WeakResumption {
+                ticketer: Arc::downgrade(&fresh.ticketer),
+                sessions: Arc::downgrade(&fresh.sessions),
+            },
+        );
+        Ok(fresh)
+    }
+}
+
+/// `client_auth`: the verifier of client certificates (none: not asked for).
+/// `resumption`: `None` turns it off (every handshake is a full one).
 pub fn server_config(
     certs: Arc<CertStore>,
     options: &TlsOptions,
-    resumption: &Resumption,
+    client_auth: Option<Arc<dyn ClientCertVerifier>>,
+    resumption: Option<&Resumption>,
 ) -> Result<Arc<ServerConfig>, String> {
     let provider = provider(&options.cipher_suites)?;
     let versions: &[&'static SupportedProtocolVersion] = match options.min_version {
         MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)
-        .map_err(|e| format!("the cipher suites do not fit the protocol versions: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+        .map_err(|e| format!("the cipher suites do not fit the protocol versions: {e}"))?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certs);
     config.alpn_protocols = if options.alpn.is_empty() {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         options.alpn.clone()
     };
-    config.ticketer = resumption.ticketer.clone();
-    config.session_storage = resumption.sessions.clone();
+    match resumption {
+        Some(r) => {
+            config.ticketer = r.ticketer.clone();
+            config.session_storage = r.sessions.clone();
+        }
+        None => {
+            // The builder's ticketer makes no tickets; TLS 1.3 stateful tickets
+            // would still come from the session storage.
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+    }
     // The server's preference decides, so a client cannot pick the weakest.
     config.ignore_client_order = true;
     Ok(Arc::new(config))
@@ -113,7 +184,7 @@ fn provider(names: &[String]) -> Result<CryptoProvider, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::table::{Certificate, PrivateKeyPem};
     use rustls::pki_types::ServerName;
@@ -137,7 +208,10 @@ mod tests {
         Arc::new(s)
     }
 
-    fn client(versions: &[&'static SupportedProtocolVersion], alpn: &[&[u8]]) -> ClientConfig {
+    pub(crate) fn client(
+        versions: &[&'static SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> ClientConfig {
         let mut config =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_protocol_versions(versions)
@@ -152,7 +226,7 @@ mod tests {
     }
 
     /// Runs a handshake in memory; the server's connection after it.
-    fn handshake(
+    pub(crate) fn handshake(
         server: &Arc<ServerConfig>,
         client: ClientConfig,
         sni: &str,
@@ -184,7 +258,13 @@ mod tests {
     fn sni_chooses_the_certificate_and_alpn_prefers_h2() {
         let resumption = Resumption::new().unwrap();
         let certs = store();
-        let server = server_config(certs.clone(), &TlsOptions::default(), &resumption).unwrap();
+        let server = server_config(
+            certs.clone(),
+            &TlsOptions::default(),
+            None,
+            Some(&resumption),
+        )
+        .unwrap();
         let all = [&rustls::version::TLS13, &rustls::version::TLS12];
         let (s, c) = handshake(&server, client(&all, &[b"http/1.1", b"h2"]), "shop.test").unwrap();
         assert_eq!(s.server_name(), Some("shop.test"));
@@ -204,14 +284,14 @@ mod tests {
     fn tls12_clients_are_refused_when_the_minimum_is_tls13() {
         let resumption = Resumption::new().unwrap();
         let tls12 = [&rustls::version::TLS12];
-        let open = server_config(store(), &TlsOptions::default(), &resumption).unwrap();
+        let open = server_config(store(), &TlsOptions::default(), None, Some(&resumption)).unwrap();
         let (s, _) = handshake(&open, client(&tls12, &[]), "shop.test").unwrap();
         assert_eq!(s.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
         let strict = TlsOptions {
             min_version: MinVersion::Tls13,
             ..TlsOptions::default()
         };
-        let strict = server_config(store(), &strict, &resumption).unwrap();
+        let strict = server_config(store(), &strict, None, Some(&resumption)).unwrap();
         assert!(handshake(&strict, client(&tls12, &[]), "shop.test").is_err());
     }
 
@@ -225,7 +305,7 @@ mod tests {
             ],
             ..TlsOptions::default()
         };
-        let server = server_config(store(), &only, &resumption).unwrap();
+        let server = server_config(store(), &only, None, Some(&resumption)).unwrap();
         let all = [&rustls::version::TLS13, &rustls::version::TLS12];
         let (s, _) = handshake(&server, client(&all, &[]), "shop.test").unwrap();
         assert_eq!(
@@ -236,14 +316,15 @@ mod tests {
             cipher_suites: vec!["TLS_RSA_WITH_RC4_128_MD5".into()],
             ..TlsOptions::default()
         };
-        let err = server_config(store(), &bad, &resumption).unwrap_err();
+        let err = server_config(store(), &bad, None, Some(&resumption)).unwrap_err();
         assert!(err.contains("unknown cipher suite"), "{err}");
     }
 
     #[test]
     fn a_new_config_with_the_same_ticketer_resumes_sessions() {
         let resumption = Resumption::new().unwrap();
-        let first = server_config(store(), &TlsOptions::default(), &resumption).unwrap();
+        let first =
+            server_config(store(), &TlsOptions::default(), None, Some(&resumption)).unwrap();
         // Clones share the client's session store.
         let client = client(&[&rustls::version::TLS13], &[]);
         let (mut s, mut c) = handshake(&first, client.clone(), "shop.test").unwrap();
@@ -256,12 +337,18 @@ mod tests {
         c.read_tls(&mut buf.as_slice()).unwrap();
         c.process_new_packets().unwrap();
         // A table swap builds a new config; resumption survives it.
-        let second = server_config(store(), &TlsOptions::default(), &resumption).unwrap();
+        let second =
+            server_config(store(), &TlsOptions::default(), None, Some(&resumption)).unwrap();
         let (s, _) = handshake(&second, client.clone(), "shop.test").unwrap();
         assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
         // Another process's ticket keys cannot open it.
-        let stranger =
-            server_config(store(), &TlsOptions::default(), &Resumption::new().unwrap()).unwrap();
+        let stranger = server_config(
+            store(),
+            &TlsOptions::default(),
+            None,
+            Some(&Resumption::new().unwrap()),
+        )
+        .unwrap();
         let (s, _) = handshake(&stranger, client, "shop.test").unwrap();
         assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Full));
     }
