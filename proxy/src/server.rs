@@ -35,7 +35,7 @@ pub struct Proxy {
 enum Accepting {
     Http {
         timeouts: ListenerTimeouts,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<Arc<crate::tls::scopes::ListenerTlsConfigs>>,
         /// An `https` listener's passthrough routes, looked at before the handshake.
         split: Option<SniSplit>,
     },

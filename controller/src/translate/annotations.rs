@@ -11,7 +11,7 @@ mod tls;
 
 pub use redirect::IngressRedirect;
 pub use sticky::IngressSticky;
-pub use tls::{IngressTls, TlsProtocol};
+pub use tls::{ClientAuthAnnotations, IngressTls, TlsProtocol};
 
 use crate::snapshot::{ObjectKey, Snapshot};
 

@@ -8,6 +8,7 @@
 mod annotations;
 mod backends;
 mod class;
+mod client_auth;
 mod routes;
 mod tls;
 
@@ -128,6 +129,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Translation {
             bind,
             tls: Some(ListenerTls {
                 passthrough: routes.passthrough,
+                host_client_auth: routes.host_client_auth,
                 ..ListenerTls::default()
             }),
             ..http.clone()

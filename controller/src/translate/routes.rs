@@ -3,13 +3,15 @@
 use super::Options;
 use super::annotations::{self, IngressAnnotations};
 use super::backends::{self, PortRef, Resolver};
-use super::tls;
+use super::{client_auth, tls};
 use crate::snapshot::{ObjectKey, Snapshot};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use sluice_proxy::table::{
-    self, Action, BackendId, PathMatch, PathRewrite, Route, RoutingTable, SniRoute, SourceRef,
+    self, Action, BackendId, ClientAuth, PathMatch, PathRewrite, Route, RoutingTable, SniRoute,
+    SourceRef,
 };
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 
@@ -29,6 +31,8 @@ pub struct Builder<'a> {
     https: bool,
     /// `ssl-passthrough` hosts, with the Ingress that claimed each.
     passthrough: Vec<(SniRoute, &'a ObjectKey)>,
+    /// Hosts with client-certificate settings (`auth-tls-*`).
+    client_auth: client_auth::Claims<'a>,
 }
 
 /// Where in an Ingress a problem is, for warnings (formatted only when needed).
@@ -51,6 +55,8 @@ pub struct Routes {
     pub routes: Vec<Route>,
     /// For the HTTPS listener's `tls.passthrough`.
     pub passthrough: Vec<SniRoute>,
+    /// For the HTTPS listener's `tls.host_client_auth`.
+    pub host_client_auth: BTreeMap<String, ClientAuth>,
     pub default_backend: Option<BackendId>,
     /// Problems that belong to no Ingress (the `--default-backend-service`).
     pub warnings: Vec<String>,
@@ -73,6 +79,7 @@ impl<'a> Builder<'a> {
             default_backend: None,
             https,
             passthrough: Vec::new(),
+            client_auth: client_auth::Claims::default(),
         }
     }
 
@@ -92,6 +99,29 @@ impl<'a> Builder<'a> {
             return self.add_passthrough(key, spec, options, warnings);
         }
 
+        let client_auth = match &options.tls.client_auth {
+            None => None,
+            Some(_) if !self.https => {
+                warnings.push(
+                    "annotation sluice.dev/auth-tls-secret: there is no HTTPS listener (--no-https) to ask for client certificates; the Ingress is not served"
+                        .into(),
+                );
+                return (false, warnings);
+            }
+            Some(wanted) => match client_auth::load(self.snapshot, &key.namespace, wanted) {
+                Ok(auth) => Some(auth),
+                Err(problem) => {
+                    warnings.push(problem);
+                    return (false, warnings);
+                }
+            },
+        };
+        if client_auth.is_some() && options.ssl_redirect == Some(false) {
+            warnings.push(
+                "annotation sluice.dev/ssl-redirect: \"false\" is overridden: with client certificates, plain HTTP is always redirected to HTTPS"
+                    .into(),
+            );
+        }
         if options.ssl_redirect == Some(true) && !self.https {
             warnings.push(
                 "annotation sluice.dev/ssl-redirect: there is no HTTPS listener (--no-https); not redirected"
@@ -159,6 +189,15 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let Some(http) = &rule.http else { continue };
+            if let Some(auth) = &client_auth {
+                if host.is_empty() {
+                    warnings.push(format!(
+                        "spec.rules[{i}]: client certificates are asked per host (SNI), so a rule needs a host; ignored"
+                    ));
+                    continue;
+                }
+                self.client_auth.claim(&host, auth, key, &mut warnings);
+            }
             let name_prefix = route_name_prefix(key, i);
             for (j, path) in http.paths.iter().enumerate() {
                 let at = At::Path(i, j);
@@ -218,9 +257,15 @@ impl<'a> Builder<'a> {
                 };
                 let mut route = route(key, &name_prefix, j, &host, matcher, action, &options);
                 route.https_redirect = self.https
-                    && options
-                        .ssl_redirect
-                        .unwrap_or_else(|| tls::covers(&tls_hosts, &host));
+                    && (self.client_auth.covers(&host)
+                        || options
+                            .ssl_redirect
+                            .unwrap_or_else(|| tls::covers(&tls_hosts, &host)));
+                route.hsts = options.tls.hsts.map(|h| table::Hsts {
+                    max_age: h.max_age,
+                    include_subdomains: h.include_subdomains,
+                    preload: h.preload,
+                });
                 self.routes.push(route);
                 served = true;
             }
@@ -347,6 +392,7 @@ impl<'a> Builder<'a> {
         Routes {
             routes: self.routes,
             passthrough: self.passthrough.into_iter().map(|(r, _)| r).collect(),
+            host_client_auth: self.client_auth.into_table(),
             default_backend,
             warnings,
         }

@@ -2,8 +2,8 @@
 //! `certificates`, chosen by SNI, see `tls/certs.rs`; client certificates, see
 //! `tls/client_auth.rs`), and a route's HSTS header.
 
-use super::SniRoute;
 use super::Duration;
+use super::SniRoute;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
