@@ -24,6 +24,7 @@ pub mod databases;
 pub mod health;
 pub mod k8s;
 pub mod load;
+pub mod passthrough;
 pub mod pattern;
 pub mod process;
 pub mod raw;
