@@ -131,3 +131,124 @@ async fn spec_tls_is_served_redirected_to_and_rotated() {
     .await
     .unwrap();
 }
+
+/// An Ingress with `annotations` and one rule: `host`, `/` → `service`.
+async fn ingress(
+    ns: &Namespace,
+    name: &str,
+    host: &str,
+    service: &str,
+    annotations: &[(&str, &str)],
+) {
+    ns.create_ingress_with(name, host, service, annotations)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn annotations_pass_tls_through_and_reencrypt_with_verification() {
+    use sluice_e2e::passthrough::{TlsEcho, connector, greeting, handshake as raw_handshake};
+    use sluice_e2e::tls_backend::{TestCa, TlsBackend, TlsBackendOptions};
+
+    let Some(cluster) = Cluster::connect().await else {
+        return;
+    };
+    let ns = cluster.namespace("tls-annotations").await.unwrap();
+
+    // ssl-passthrough: the database-like backend terminates TLS itself.
+    let db = TlsEcho::start("db", &["db.example"]).await;
+    ns.create_service("db").await.unwrap();
+    ns.create_slice("db", "db", Some(db.addr)).await.unwrap();
+    ingress(
+        &ns,
+        "db",
+        "db.example",
+        "db",
+        &[("sluice.dev/ssl-passthrough", "true")],
+    )
+    .await;
+
+    // backend-protocol https, verified against a sluice.dev/ca Secret.
+    let ca = TestCa::new("backend-ca");
+    let cert = ca.server(&["api.internal"]);
+    let api = TlsBackend::start(
+        "api",
+        TlsBackendOptions {
+            certificate: &cert,
+            alpn: &["http/1.1"],
+            client_ca: None,
+        },
+    )
+    .await;
+    ns.create_service("api").await.unwrap();
+    ns.create_slice("api", "api", Some(api.addr)).await.unwrap();
+    ns.create_secret("api-ca", "sluice.dev/ca", &[("ca.crt", &ca.pem)])
+        .await
+        .unwrap();
+    let verified = [
+        ("sluice.dev/backend-protocol", "https"),
+        ("sluice.dev/backend-tls-server-name", "api.internal"),
+        ("sluice.dev/backend-tls-ca-secret", "api-ca"),
+    ];
+    ingress(&ns, "api", "api.example", "api", &verified).await;
+    // The same backend under a name its certificate does not carry: refused.
+    let wrong_name = [
+        ("sluice.dev/backend-protocol", "https"),
+        ("sluice.dev/backend-tls-server-name", "other.internal"),
+        ("sluice.dev/backend-tls-ca-secret", "api-ca"),
+    ];
+    ingress(&ns, "wrong", "wrong.example", "api", &wrong_name).await;
+
+    let controller =
+        ControllerProcess::start(&cluster, ControllerOptions::new(&ns, "tls-annotations"))
+            .await
+            .unwrap();
+
+    // Passthrough: the client sees the backend's own certificate and talks to it.
+    let (der, name) = eventually("the passthrough host", GIVE_UP, || async {
+        let tcp = tokio::net::TcpStream::connect(controller.https_addr())
+            .await
+            .ok()?;
+        let mut tls = raw_handshake(&connector(&[], None), tcp, "db.example")
+            .await
+            .ok()?;
+        let der = sluice_e2e::passthrough::leaf(&tls)?;
+        let name = greeting(&mut tls).await.ok()?;
+        Some((der, name))
+    })
+    .await
+    .unwrap();
+    assert_eq!(der, db.der, "the backend's own certificate");
+    assert_eq!(name, "db");
+
+    // Re-encryption: plain HTTP in, TLS to the endpoint, verified.
+    let http = client::client();
+    let get = |host: &'static str| {
+        let req = request(
+            http::Method::GET,
+            controller.http_addr(),
+            Some(host),
+            "/",
+            &[],
+            "",
+        );
+        send(&http, req)
+    };
+    eventually("the re-encrypted route", GIVE_UP, || async {
+        (get("api.example").await.ok()?.status == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(api.requests() >= 1, "the TLS backend answered");
+    let before = api.requests();
+    eventually("the unverifiable route to be refused", GIVE_UP, || async {
+        (get("wrong.example").await.ok()?.status == 502).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        api.requests(),
+        before,
+        "no request reached a backend that does not verify"
+    );
+}
