@@ -28,6 +28,7 @@ pub mod pattern;
 pub mod process;
 pub mod raw;
 pub mod sticky;
+pub mod tls_client;
 pub mod traffic;
 pub mod util;
 pub mod ws;
