@@ -1,27 +1,201 @@
-//! TLS clients for the tests: rustls (ring) connectors that accept any
-//! certificate (tests compare the one sent with the one expected) or verify
-//! against a test CA, handshakes by SNI, and one HTTP/1.1 request over TLS.
+//! TLS clients towards the proxy, and certificates made for a test with rcgen:
+//! a CA with the client certificates it signs, server certificates, and the
+//! rustls client configurations (ring) that present them.
 
-use anyhow::{Context, Result, bail};
+use crate::client::{Body, REQUEST_TIMEOUT, Reply};
+use anyhow::{Context, Result};
+use http::Request;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SupportedProtocolVersion};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+/// A certificate authority for client certificates.
+pub struct TestCa {
+    /// Its certificate, PEM (what `client_auth.ca` takes).
+    pub pem: String,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A client certificate (leaf only) with its key.
+pub struct ClientCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl ClientCert {
+    pub fn der(&self) -> &[u8] {
+        self.chain[0].as_ref()
+    }
+}
+
+impl TestCa {
+    pub fn new(common_name: &str) -> Self {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// A client certificate with subject `O=<organization>, CN=<common_name>`
+    /// (in that order, so RFC 4514 writes `CN=..,O=..`) and serial `serial`.
+    pub fn client(&self, organization: &str, common_name: &str, serial: &[u8]) -> ClientCert {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, organization);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.serial_number = Some(SerialNumber::from_slice(serial));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &*self.issuer).unwrap();
+        ClientCert {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+}
+
+/// A self-signed server certificate for `names`: PEM chain and key.
+pub fn server_cert(names: &[&str]) -> (String, String) {
+    let made = rcgen::generate_simple_self_signed(
+        names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    (made.cert.pem(), made.signing_key.serialize_pem())
+}
+
+/// `text` indented by `spaces`, one line per line, for YAML block scalars.
+pub fn indented(text: &str, spaces: usize) -> String {
+    let pad = " ".repeat(spaces);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
 pub const ALL_VERSIONS: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// Accepts any certificate, still checking handshake signatures.
-#[derive(Debug)]
-struct AnyCert;
+/// A client accepting any server certificate (the tests are about the client's),
+/// presenting `cert` when asked, speaking HTTP/1.1. Clones share one session
+/// cache, so a second connection can resume.
+pub fn client_config(
+    cert: Option<&ClientCert>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)));
+    let mut config = match cert {
+        Some(c) => builder
+            .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
 
-impl ServerCertVerifier for AnyCert {
+/// A TLS connection with `sni` (an IP address sends none).
+pub async fn connect(
+    config: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    sni: &str,
+) -> Result<TlsStream<TcpStream>> {
+    let handshake = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from(sni.to_owned())?;
+        anyhow::Ok(
+            TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await?,
+        )
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, handshake)
+        .await
+        .context("no TLS handshake in time")?
+}
+
+/// Sends one HTTP/1.1 request on `stream` and reads the whole reply.
+pub async fn send_on(stream: TlsStream<TcpStream>, req: Request<Body>) -> Result<Reply> {
+    let exchange = async {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(conn);
+        let response = match sender.send_request(req).await {
+            Ok(response) => response,
+            // The connection's own error says why (e.g. a TLS alert).
+            Err(e) => match conn.await {
+                Ok(Err(why)) => {
+                    return Err(anyhow::Error::new(why).context(format!("request failed: {e}")));
+                }
+                _ => return Err(e.into()),
+            },
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        anyhow::Ok(Reply {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .context("no complete response in time")?
+}
+
+/// A GET of `path` with `Host: host` and `headers`, as a request for `send_on`.
+pub fn get_with(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::get(path).header(http::header::HOST, host);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(crate::client::empty()).unwrap()
+}
+
+/// Connects with `sni` and sends a GET for `host` and `path`.
+pub async fn fetch_tls(
+    config: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    sni: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply> {
+    let stream = connect(config, addr, sni).await?;
+    send_on(stream, get_with(host, path, headers)).await
+}
+
+/// Accepts any server certificate, still checking handshake signatures.
+#[derive(Debug)]
+struct AnyServerCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCert {
     fn verify_server_cert(
         &self,
         _: &CertificateDer<'_>,
@@ -32,82 +206,30 @@ impl ServerCertVerifier for AnyCert {
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
+
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
     }
+
     fn verify_tls13_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
     }
+
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        algorithms().supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
-}
-
-fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
-    rustls::crypto::ring::default_provider().signature_verification_algorithms
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A connector that takes any server certificate, offering `http/1.1`.
-pub fn any_cert_connector(versions: &[&'static SupportedProtocolVersion]) -> TlsConnector {
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)
-        .expect("ring supports these versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
-}
-
-/// A connector that verifies the server against `ca_pem`, offering `http/1.1`.
-pub fn verifying_connector(ca_pem: &str) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile_certs(ca_pem) {
-        roots.add(cert).expect("a usable CA certificate");
-    }
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the defaults")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
-}
-
-fn rustls_pemfile_certs(pem: &str) -> Vec<CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .expect("PEM certificates")
-}
-
-/// A handshake with `sni` (an IP address sends none), within 5 s.
-pub async fn handshake(
-    connector: &TlsConnector,
-    addr: SocketAddr,
-    sni: &str,
-) -> Result<TlsStream<TcpStream>> {
-    let name = ServerName::try_from(sni.to_owned())?;
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let tcp = TcpStream::connect(addr).await?;
-        Ok(connector.connect(name, tcp).await?)
-    })
-    .await
-    .context("no TLS handshake within 5 s")?
 }
 
 /// The DER of the certificate the server sent first.
@@ -118,82 +240,22 @@ pub fn leaf(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
         .map(|c| c.as_ref().to_vec())
 }
 
-/// A certificate for `names`: its PEM chain and key, and its DER to compare.
+/// A self-signed certificate: PEM chain and key for a table or Secret, DER to
+/// compare with what a client received.
 pub struct Made {
     pub chain: String,
     pub key: String,
     pub der: Vec<u8>,
 }
 
-/// A self-signed ECDSA P-256 certificate for `names`.
 pub fn self_signed(names: &[&str]) -> Made {
     let made = rcgen::generate_simple_self_signed(
         names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
     )
-    .expect("rcgen makes a certificate");
+    .unwrap();
     Made {
         chain: made.cert.pem(),
         key: made.signing_key.serialize_pem(),
         der: made.cert.der().to_vec(),
     }
-}
-
-/// What came back for one HTTP/1.1 request.
-#[derive(Debug)]
-pub struct RawReply {
-    pub status: u16,
-    /// Header names lower-cased, in order.
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl RawReply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// `GET path` with `Host: host` and `Connection: close` over `stream`, read to
-/// the end (within 5 s).
-pub async fn get_over<S>(mut stream: S, host: &str, path: &str) -> Result<RawReply>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        stream.write_all(request.as_bytes()).await?;
-        // A TLS peer may close without close_notify after the response.
-        let _ = stream.read_to_end(&mut raw).await;
-        Ok::<_, std::io::Error>(())
-    })
-    .await
-    .context("no response within 5 s")??;
-    parse_reply(&raw)
-}
-
-fn parse_reply(raw: &[u8]) -> Result<RawReply> {
-    let text = String::from_utf8_lossy(raw);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("no complete response head in {text:?}");
-    };
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line {status_line:?}"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok(RawReply {
-        status,
-        headers,
-        body: body.to_owned(),
-    })
 }

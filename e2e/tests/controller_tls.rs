@@ -10,8 +10,9 @@
 use sluice_e2e::client::{request, send};
 use sluice_e2e::k8s::Namespace;
 use sluice_e2e::tls_client::{
-    ALL_VERSIONS, Made, RawReply, any_cert_connector, get_over, handshake, leaf, self_signed,
+    ALL_VERSIONS, Made, client_config, connect, get_with, leaf, self_signed, send_on,
 };
+use sluice_e2e::Reply;
 use sluice_e2e::{Backend, Cluster, ControllerOptions, ControllerProcess, client, eventually};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,10 +22,10 @@ const TLS_HOST: &str = "tls.example";
 const PLAIN_HOST: &str = "plain.example";
 
 /// A handshake with `sni`, the certificate it got and the answer to `GET path`.
-async fn https_get(addr: SocketAddr, sni: &str, path: &str) -> anyhow::Result<(Vec<u8>, RawReply)> {
-    let stream = handshake(&any_cert_connector(ALL_VERSIONS), addr, sni).await?;
+async fn https_get(addr: SocketAddr, sni: &str, path: &str) -> anyhow::Result<(Vec<u8>, Reply)> {
+    let stream = connect(&client_config(None, ALL_VERSIONS), addr, sni).await?;
     let cert = leaf(&stream).unwrap_or_default();
-    let reply = get_over(stream, sni, path).await?;
+    let reply = send_on(stream, get_with(sni, path, &[])).await?;
     Ok((cert, reply))
 }
 
@@ -80,7 +81,7 @@ async fn spec_tls_is_served_redirected_to_and_rotated() {
     .await
     .unwrap();
     assert_eq!(cert, first.der, "the Secret's certificate");
-    assert_eq!(reply.header("x-backend"), Some("web"), "{reply:?}");
+    assert_eq!(reply.backend(), Some("web"), "{reply:?}");
 
     // Plain HTTP to the TLS host: 308 to the same URL over HTTPS, on the port
     // given by --https-redirect-port.

@@ -56,7 +56,7 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
     if let Some(tls) = &conn.tls_session
         && let Some(refusal) = tls.refusal(&host)
     {
-        return refused(http, &listener.name, &host, refusal);
+        return refused(http, &listener.name, &host, tls, refusal);
     }
     let path = normalize_path(req.uri().path());
     let facts = RequestFacts {
@@ -168,6 +168,7 @@ fn refused(
     listener: &HttpListener,
     name: &str,
     host: &str,
+    tls: &TlsSession,
     refusal: Refusal,
 ) -> Response<ProxyBody> {
     match refusal {
@@ -181,7 +182,8 @@ fn refused(
             )
         }
         Refusal::ClientCertificate(status) => {
-            info!(listener = %name, %host, status = status.as_u16(), "client certificate missing or not accepted");
+            let verify = tls.client.as_ref().map(|c| c.judged.verdict.header_text());
+            info!(listener = %name, %host, status = status.as_u16(), verify = verify.as_deref().unwrap_or("-"), "client certificate missing or not accepted");
             match listener.error_pages.get(&status.as_u16()) {
                 Some(page) => fixed_response(page),
                 None => {

@@ -195,6 +195,10 @@ host_client_auth:
         let alert: ClientAuth = serde_saphyr::from_str("{ca: x, on_failure: alert}").unwrap();
         assert_eq!(alert.on_failure, OnFailure::Alert);
         assert!(serde_saphyr::from_str::<ClientAuth>("{ca: x, mode: maybe}").is_err());
+        // What the proxy prints (`/debug/table`) reads back the same.
+        let text = serde_saphyr::to_string(&tls).unwrap();
+        assert!(text.contains("status: 403"), "{text}");
+        assert_eq!(serde_saphyr::from_str::<ListenerTls>(&text).unwrap(), tls);
     }
 
     #[test]
