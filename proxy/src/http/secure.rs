@@ -1,17 +1,23 @@
 //! Request handling that depends on TLS: the connection's session (its
 //! client-certificate scope and what its certificate said), requests refused
 //! because of them (421 for a `Host` of another scope, `on_failure` statuses),
-//! and the redirect of plain HTTP to HTTPS.
+//! and the redirect of plain HTTP to HTTPS, with their responses.
 
+use super::ProxyBody;
 use super::headers::ClientCertHeaders;
+use super::service::{fixed_response, text_response};
+use crate::compile::HttpListener;
 use crate::tls::client_auth::Judged;
 use crate::tls::client_cert::LeafFacts;
 use crate::tls::scopes::ListenerTlsConfigs;
-use http::{StatusCode, Uri};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode, Uri};
 use rustls::ServerConnection;
 use rustls::pki_types::UnixTime;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use tracing::info;
 
 /// What a TLS handshake established, shared by the connection's requests.
 pub struct TlsSession {
@@ -69,6 +75,57 @@ impl TlsSession {
             .as_ref()
             .and_then(|c| c.judged.reject)
             .map(Refusal::ClientCertificate)
+    }
+}
+
+/// A request answered before routing because of its TLS session.
+pub(super) fn refused(
+    listener: &HttpListener,
+    name: &str,
+    host: &str,
+    tls: &TlsSession,
+    refusal: Refusal,
+) -> Response<ProxyBody> {
+    match refusal {
+        Refusal::OtherScope => {
+            info!(listener = %name, %host, status = 421, "host needs other client-certificate settings than the connection's SNI");
+            text_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                Bytes::from_static(
+                    b"421 Misdirected Request: open a new connection for this host\n",
+                ),
+            )
+        }
+        Refusal::ClientCertificate(status) => {
+            let verify = tls.client.as_ref().map(|c| c.judged.verdict.header_text());
+            info!(listener = %name, %host, status = status.as_u16(), verify = verify.as_deref().unwrap_or("-"), "client certificate missing or not accepted");
+            match listener.error_pages.get(&status.as_u16()) {
+                Some(page) => fixed_response(page),
+                None => {
+                    let reason = status.canonical_reason().unwrap_or("Client Error");
+                    let body = format!(
+                        "{} {reason}: a valid client certificate is required\n",
+                        status.as_u16()
+                    );
+                    text_response(status, Bytes::from(body))
+                }
+            }
+        }
+    }
+}
+
+/// 308 to the same host and request target over https (400 without a usable host).
+pub(super) fn https_redirect(host: &str, port: Option<u16>, uri: &Uri) -> Response<ProxyBody> {
+    match https_location(host, port, uri).and_then(|l| HeaderValue::from_str(&l).ok()) {
+        Some(location) => {
+            let mut r = text_response(StatusCode::PERMANENT_REDIRECT, Bytes::new());
+            r.headers_mut().insert(header::LOCATION, location);
+            r
+        }
+        None => text_response(
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(b"400 Bad Request: missing or invalid Host header\n"),
+        ),
     }
 }
 

@@ -5,7 +5,7 @@ use super::ProxyBody;
 use super::body::{RequestBody, ResponseBody};
 use super::errors::ProxyError;
 use super::headers;
-use super::secure::{self, Refusal, TlsSession};
+use super::secure::{self, TlsSession};
 use crate::balance::{EndpointState, Lease, NoEndpoint, PinnedLease};
 use crate::compile::{
     CompiledAction, CompiledBackend, CompiledRewrite, CompiledRoute, FixedResponse, HttpListener,
@@ -56,7 +56,7 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
     if let Some(tls) = &conn.tls_session
         && let Some(refusal) = tls.refusal(&host)
     {
-        return refused(http, &listener.name, &host, tls, refusal);
+        return secure::refused(http, &listener.name, &host, tls, refusal);
     }
     let path = normalize_path(req.uri().path());
     let facts = RequestFacts {
@@ -73,7 +73,7 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
     };
     let route = selected.route;
     if route.https_redirect && !conn.tls && !secure::is_acme_challenge(&path) {
-        let response = https_redirect(&host, http.https_redirect_port, req.uri());
+        let response = secure::https_redirect(&host, http.https_redirect_port, req.uri());
         debug!(listener = %listener.name, route = %route.name, status = response.status().as_u16(), "redirect to https");
         return with_route_headers(route, &conn, response);
     }
@@ -163,57 +163,6 @@ fn with_route_headers(
     response
 }
 
-/// A request answered before routing because of its TLS session.
-fn refused(
-    listener: &HttpListener,
-    name: &str,
-    host: &str,
-    tls: &TlsSession,
-    refusal: Refusal,
-) -> Response<ProxyBody> {
-    match refusal {
-        Refusal::OtherScope => {
-            info!(listener = %name, %host, status = 421, "host needs other client-certificate settings than the connection's SNI");
-            text_response(
-                StatusCode::MISDIRECTED_REQUEST,
-                Bytes::from_static(
-                    b"421 Misdirected Request: open a new connection for this host\n",
-                ),
-            )
-        }
-        Refusal::ClientCertificate(status) => {
-            let verify = tls.client.as_ref().map(|c| c.judged.verdict.header_text());
-            info!(listener = %name, %host, status = status.as_u16(), verify = verify.as_deref().unwrap_or("-"), "client certificate missing or not accepted");
-            match listener.error_pages.get(&status.as_u16()) {
-                Some(page) => fixed_response(page),
-                None => {
-                    let reason = status.canonical_reason().unwrap_or("Client Error");
-                    let body = format!(
-                        "{} {reason}: a valid client certificate is required\n",
-                        status.as_u16()
-                    );
-                    text_response(status, Bytes::from(body))
-                }
-            }
-        }
-    }
-}
-
-/// 308 to the same host and request target over https (400 without a usable host).
-fn https_redirect(host: &str, port: Option<u16>, uri: &Uri) -> Response<ProxyBody> {
-    match secure::https_location(host, port, uri).and_then(|l| HeaderValue::from_str(&l).ok()) {
-        Some(location) => {
-            let mut r = text_response(StatusCode::PERMANENT_REDIRECT, Bytes::new());
-            r.headers_mut().insert(header::LOCATION, location);
-            r
-        }
-        None => text_response(
-            StatusCode::BAD_REQUEST,
-            Bytes::from_static(b"400 Bad Request: missing or invalid Host header\n"),
-        ),
-    }
-}
-
 /// A proxy-generated error: the listener's page for the status, else our text.
 fn error_response(listener: &HttpListener, err: ProxyError) -> Response<ProxyBody> {
     match listener.error_pages.get(&err.status().as_u16()) {
@@ -222,7 +171,7 @@ fn error_response(listener: &HttpListener, err: ProxyError) -> Response<ProxyBod
     }
 }
 
-fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
+pub(super) fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
     let mut response = Response::new(Either::Right(Full::new(fixed.body.clone())));
     *response.status_mut() = fixed.status;
     let headers = response.headers_mut();
@@ -231,7 +180,7 @@ fn fixed_response(fixed: &FixedResponse) -> Response<ProxyBody> {
     response
 }
 
-fn text_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+pub(super) fn text_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     let mut response = Response::new(Either::Right(Full::new(body)));
     *response.status_mut() = status;
     response
