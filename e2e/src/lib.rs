@@ -30,6 +30,7 @@ pub mod process;
 pub mod raw;
 pub mod sticky;
 pub mod tls;
+pub mod tools;
 pub mod traffic;
 pub mod util;
 pub mod ws;

@@ -1,24 +1,18 @@
-//! TLS test material and tools: a test CA issuing certificates of each key type
-//! the proxy serves (RSA keys come from `openssl genpkey`: ring cannot generate
-//! them), the `certificates:` YAML for them, and external programs (`openssl
-//! s_client`, scanners) run with stdin closed and a time limit.
-//!
-//! A missing program skips the test with a notice, except under `CI=true`
-//! (`.ci/run` installs them), where the test fails saying how to install it.
+//! TLS test material: a test CA issuing certificates of each key type the proxy
+//! serves (RSA keys come from `openssl genpkey`: ring cannot generate them), the
+//! `certificates:` YAML for them, and the time of a proxy log line. The external
+//! programs (`openssl s_client`, scanners) are in `tools.rs`.
 
-use crate::cluster::{in_ci, notice};
-use crate::util::TempDir;
+use crate::tools::require;
 use anyhow::{Context, Result, bail};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SignatureAlgorithm,
 };
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The leaf's key type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +92,8 @@ impl TestCa {
             params.distinguished_name.push(DnType::CommonName, *first);
         }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // Strict validators (sslyze's, through cryptography) require it.
+        params.use_authority_key_identifier_extension = true;
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         // Scanners rate a certificate naming no revocation source as a finding;
         // nothing fetches this one (testssl.sh only with --phone-out).
@@ -126,7 +122,7 @@ fn generate(alg: &'static SignatureAlgorithm) -> Result<KeyPair> {
 
 /// A fresh RSA 2048 key (PKCS#8 PEM) from `openssl genpkey`.
 fn openssl_rsa_key() -> Result<String> {
-    let openssl = require("openssl", "apt-get install openssl")?
+    let openssl = require(&["openssl"], "apt-get install openssl")?
         .context("openssl is needed for RSA keys")?;
     let out = std::process::Command::new(openssl)
         .args([
@@ -220,9 +216,21 @@ pub fn https_table(
     tls: &str,
     certs: &[(String, &Issued)],
 ) -> String {
+    let route = "{name: all, action: {forward: app}}";
+    https_table_with_route(listen, backend, tls, route, certs)
+}
+
+/// [`https_table`] with its one route written out (flow YAML), forwarding to `app`.
+pub fn https_table_with_route(
+    listen: SocketAddr,
+    backend: SocketAddr,
+    tls: &str,
+    route: &str,
+    certs: &[(String, &Issued)],
+) -> String {
     let mut yaml = format!(
         "listeners:\n  - https:\n      name: web\n      bind: {listen}\n      tls: {tls}\n      \
-         routes:\n        - {{name: all, action: {{forward: app}}}}\n\
+         routes:\n        - {route}\n\
          backends:\n  app:\n    endpoints: [{{address: {backend}}}]\n\
          certificates:\n"
     );
@@ -234,133 +242,6 @@ pub fn https_table(
         ));
     }
     yaml
-}
-
-/// The path of `program`: on `PATH`, else in the places `.ci/run` installs to.
-/// `Ok(None)` (after a notice) when missing outside CI; an error under `CI=true`.
-pub fn require(program: &str, install: &str) -> Result<Option<PathBuf>> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    let venv = cache.map(|c| c.join("sluice-ci/sslyze-venv/bin"));
-    let found = std::env::split_paths(&path)
-        .chain(venv)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file());
-    match found {
-        Some(path) => Ok(Some(path)),
-        None if in_ci() => bail!(
-            "{program} is not installed: {install} (.ci/run installs it; CI=true, so the test \
-             cannot be skipped)"
-        ),
-        None => {
-            notice(&format!(
-                "SKIPPED: {program} is not installed ({install}; .ci/run does it)"
-            ));
-            Ok(None)
-        }
-    }
-}
-
-/// What a program printed, and how it ended.
-#[derive(Debug)]
-pub struct Ran {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// Runs `command` with stdin closed, killing it after `limit`. Output goes to
-/// files, so a talkative program cannot fill a pipe and stall.
-pub async fn run_bounded(mut command: Command, limit: Duration) -> Result<Ran> {
-    let dir = TempDir::new("tool")?;
-    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    command
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(std::fs::File::create(&err)?);
-    let what = format!("{command:?}");
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{what} still running after {limit:?}; output:\n{}",
-                read_lossy(&out)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    Ok(Ran {
-        status,
-        stdout: read_lossy(&out),
-        stderr: read_lossy(&err),
-    })
-}
-
-fn read_lossy(path: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
-
-/// One `openssl s_client` handshake as the CLI saw it.
-#[derive(Debug)]
-pub struct SClient {
-    /// The first certificate of `-showcerts`: the leaf the server sent.
-    pub leaf: Option<Vec<u8>>,
-    pub output: String,
-}
-
-impl SClient {
-    /// The value of a `Name: value` line of the summary (`Peer signature type`).
-    pub fn field(&self, name: &str) -> Option<&str> {
-        let prefix = format!("{name}:");
-        self.output
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-            .map(str::trim)
-    }
-
-    /// `Verify return code: 0 (ok)` and the like.
-    pub fn verify_code(&self) -> Option<&str> {
-        self.field("Verify return code")
-    }
-}
-
-/// `openssl s_client` against `addr` with `sni` (none: `-noservername`),
-/// verifying against `ca_file` for `sni`; `extra` adds options (`-tls1_2`).
-pub async fn s_client(
-    openssl: &Path,
-    addr: SocketAddr,
-    sni: Option<&str>,
-    ca_file: &Path,
-    extra: &[&str],
-) -> Result<SClient> {
-    let mut command = Command::new(openssl);
-    command
-        .args(["s_client", "-connect", &addr.to_string(), "-showcerts"])
-        .arg("-CAfile")
-        .arg(ca_file)
-        .args(extra);
-    match sni {
-        Some(name) => command.args(["-servername", name, "-verify_hostname", name]),
-        None => command.arg("-noservername"),
-    };
-    let ran = run_bounded(command, Duration::from_secs(10)).await?;
-    let output = format!("{}\n{}", ran.stdout, ran.stderr);
-    let leaf = CertificateDer::pem_slice_iter(ran.stdout.as_bytes())
-        .next()
-        .transpose()
-        .with_context(|| format!("s_client printed a bad certificate:\n{output}"))?
-        .map(|c| c.as_ref().to_vec());
-    Ok(SClient { leaf, output })
 }
 
 #[cfg(test)]

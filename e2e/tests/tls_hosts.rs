@@ -14,9 +14,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use sluice_e2e::cluster::notice;
 use sluice_e2e::handshakes::{Paced, Shot, connector};
-use sluice_e2e::tls::{
-    Issued, KeyKind, SClient, TestCa, Validity, https_table, log_time, require, s_client,
-};
+use sluice_e2e::tls::{Issued, KeyKind, TestCa, Validity, https_table, log_time};
+use sluice_e2e::tools::{SClient, require, s_client};
 use sluice_e2e::util::TempDir;
 use sluice_e2e::{Backend, ProxyProcess, free_addr};
 use std::collections::HashMap;
@@ -63,7 +62,7 @@ async fn s_clients(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_hosts_get_their_own_certificates_and_unknown_names_the_default() {
     let _serial = SERIAL.lock().await;
-    let Some(openssl) = require("openssl", "apt-get install openssl").unwrap() else {
+    let Some(openssl) = require(&["openssl"], "apt-get install openssl").unwrap() else {
         return;
     };
     let ca = TestCa::new().unwrap();
@@ -140,7 +139,7 @@ async fn fifty_hosts_get_their_own_certificates_and_unknown_names_the_default() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_ecdsa_and_ed25519_certificates_are_served_with_tls12_and_tls13() {
     let _serial = SERIAL.lock().await;
-    let Some(openssl) = require("openssl", "apt-get install openssl").unwrap() else {
+    let Some(openssl) = require(&["openssl"], "apt-get install openssl").unwrap() else {
         return;
     };
     let ca = TestCa::new().unwrap();
@@ -177,7 +176,12 @@ async fn rsa_ecdsa_and_ed25519_certificates_are_served_with_tls12_and_tls13() {
             kinds.iter().zip(seen.iter().zip(&certs))
         {
             let what = format!("{kind:?} ({name}, {version})");
-            assert_eq!(run.leaf.as_ref(), Some(&cert.der), "{what}:\n{}", run.output);
+            assert_eq!(
+                run.leaf.as_ref(),
+                Some(&cert.der),
+                "{what}:\n{}",
+                run.output
+            );
             assert_eq!(run.verify_code(), Some("0 (ok)"), "{what}:\n{}", run.output);
             assert!(
                 run.output
@@ -199,7 +203,7 @@ async fn rsa_ecdsa_and_ed25519_certificates_are_served_with_tls12_and_tls13() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mismatched_key_falls_back_with_a_warning_and_an_expired_certificate_is_served() {
     let _serial = SERIAL.lock().await;
-    let Some(openssl) = require("openssl", "apt-get install openssl").unwrap() else {
+    let Some(openssl) = require(&["openssl"], "apt-get install openssl").unwrap() else {
         return;
     };
     let ca = TestCa::new().unwrap();
@@ -208,7 +212,9 @@ async fn a_mismatched_key_falls_back_with_a_warning_and_an_expired_certificate_i
     let fallback = ca
         .issue(&["fallback.example.com"], KeyKind::EcdsaP256)
         .unwrap();
-    let other = ca.issue(&["other.example.com"], KeyKind::EcdsaP256).unwrap();
+    let other = ca
+        .issue(&["other.example.com"], KeyKind::EcdsaP256)
+        .unwrap();
     let mismatched = Issued {
         key_pem: other.key_pem.clone(),
         ..ca.issue(&["mismatch.example.com"], KeyKind::EcdsaP256)
@@ -305,7 +311,12 @@ async fn a_certificate_rotated_under_200_handshakes_a_second_is_served_within_a_
             .map(|(i, c)| (format!("host{i}"), c))
             .collect();
         ids.push(("fallback".into(), &fallback));
-        https_table(listen, backend.addr, "{default_certificate: fallback}", &ids)
+        https_table(
+            listen,
+            backend.addr,
+            "{default_certificate: fallback}",
+            &ids,
+        )
     };
     let proxy = ProxyProcess::start(&table(&certs)).await.unwrap();
 
