@@ -1,7 +1,7 @@
 //! HTTPS listeners against the real binary: the certificate chosen by SNI
 //! (exact, wildcard, default), HTTP over TLS reaching the backend with
-//! `X-Forwarded-Proto: https`, a certificate rotated by a table reload while
-//! clients keep handshaking, and the minimum protocol version.
+//! `X-Forwarded-Proto: https`, and the minimum protocol version. Rotation under
+//! paced handshakes, many hosts and key types are in tls_hosts.rs.
 
 // clippy allows unwrap in #[test] fns only; helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,11 +12,9 @@ use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SupportedProtocolVersion};
-use sluice_e2e::{Backend, ProxyProcess, eventually, free_addr};
+use sluice_e2e::{Backend, ProxyProcess, free_addr};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -195,56 +193,6 @@ async fn sni_picks_the_certificate_and_http_flows_over_tls() {
         .collect();
     assert_eq!(proto, ["https"], "{echo}");
     drop(proxy);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_certificate_is_served_after_a_reload_without_failed_handshakes() {
-    let backend = Backend::start("app").await;
-    let listen = free_addr().unwrap();
-    let (old, new) = (made(&["a.test"]), made(&["a.test"]));
-    let proxy = ProxyProcess::start(&table(listen, &backend, &[("a", &old)], "{}"))
-        .await
-        .unwrap();
-    let tls = connector(ALL);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let (tls, stop, done, failed) = (tls.clone(), stop.clone(), done.clone(), failed.clone());
-        clients.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match handshake(&tls, listen, "a.test").await {
-                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        });
-    }
-    eventually(
-        "handshakes before the rotation",
-        Duration::from_secs(5),
-        || async { (done.load(Ordering::Relaxed) > 50).then_some(()) },
-    )
-    .await
-    .unwrap();
-    proxy
-        .rewrite(&table(listen, &backend, &[("a", &new)], "{}"))
-        .unwrap();
-    let rotated = std::time::Instant::now();
-    eventually("the new certificate", Duration::from_secs(5), || async {
-        let stream = handshake(&tls, listen, "a.test").await.ok()?;
-        (leaf(&stream) == Some(new.der.clone())).then_some(())
-    })
-    .await
-    .unwrap();
-    let took = rotated.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    while clients.join_next().await.is_some() {}
-    let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!(
-        "rotation: new certificate served {took:?} after the rewrite; {done} handshakes, {failed} failed"
-    );
-    assert_eq!(failed, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
