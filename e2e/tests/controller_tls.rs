@@ -7,12 +7,12 @@
 // clippy allows unwrap in #[test] fns only; helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sluice_e2e::Reply;
 use sluice_e2e::client::{request, send};
 use sluice_e2e::k8s::Namespace;
 use sluice_e2e::tls_client::{
     ALL_VERSIONS, Made, client_config, connect, get_with, leaf, self_signed, send_on,
 };
-use sluice_e2e::Reply;
 use sluice_e2e::{Backend, Cluster, ControllerOptions, ControllerProcess, client, eventually};
 use std::net::SocketAddr;
 use std::time::Duration;
