@@ -97,20 +97,24 @@ impl Reply {
     }
 }
 
-/// Sends `req` and reads the whole body, within `REQUEST_TIMEOUT`.
-pub async fn send(client: &HttpClient, req: Request<Body>) -> Result<Reply> {
-    let what = format!("{} {}", req.method(), req.uri());
-    let exchange = async {
-        let response = client.request(req).await?;
+impl Reply {
+    /// The response with its whole body read.
+    pub async fn read(response: http::Response<hyper::body::Incoming>) -> Result<Reply> {
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
-        anyhow::Ok(Reply {
+        Ok(Reply {
             status: parts.status,
             version: parts.version,
             headers: parts.headers,
             body,
         })
-    };
+    }
+}
+
+/// Sends `req` and reads the whole body, within `REQUEST_TIMEOUT`.
+pub async fn send(client: &HttpClient, req: Request<Body>) -> Result<Reply> {
+    let what = format!("{} {}", req.method(), req.uri());
+    let exchange = async { Reply::read(client.request(req).await?).await };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
         .with_context(|| format!("{what}: no complete response within {REQUEST_TIMEOUT:?}"))?

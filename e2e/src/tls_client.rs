@@ -5,7 +5,6 @@
 use crate::client::{Body, REQUEST_TIMEOUT, Reply};
 use anyhow::{Context, Result};
 use http::Request;
-use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -155,14 +154,7 @@ pub async fn send_on(stream: TlsStream<TcpStream>, req: Request<Body>) -> Result
                 _ => return Err(e.into()),
             },
         };
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        anyhow::Ok(Reply {
-            status: parts.status,
-            version: parts.version,
-            headers: parts.headers,
-            body,
-        })
+        Reply::read(response).await
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
@@ -237,33 +229,5 @@ impl ServerCertVerifier for AnyServerCert {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The DER of the certificate the server sent first.
-pub fn leaf(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
-    let (_, conn) = stream.get_ref();
-    conn.peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.as_ref().to_vec())
-}
-
-/// A self-signed certificate: PEM chain and key for a table or Secret, DER to
-/// compare with what a client received.
-pub struct Made {
-    pub chain: String,
-    pub key: String,
-    pub der: Vec<u8>,
-}
-
-pub fn self_signed(names: &[&str]) -> Made {
-    let made = rcgen::generate_simple_self_signed(
-        names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
-    )
-    .unwrap();
-    Made {
-        chain: made.cert.pem(),
-        key: made.signing_key.serialize_pem(),
-        der: made.cert.der().to_vec(),
     }
 }

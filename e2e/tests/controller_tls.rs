@@ -10,9 +10,8 @@
 use sluice_e2e::Reply;
 use sluice_e2e::client::{request, send};
 use sluice_e2e::k8s::Namespace;
-use sluice_e2e::tls_client::{
-    ALL_VERSIONS, Made, client_config, connect, get_with, leaf, self_signed, send_on,
-};
+use sluice_e2e::passthrough::{TestCert, leaf, test_cert};
+use sluice_e2e::tls_client::{ALL_VERSIONS, client_config, connect, get_with, send_on};
 use sluice_e2e::{Backend, Cluster, ControllerOptions, ControllerProcess, client, eventually};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -29,7 +28,7 @@ async fn https_get(addr: SocketAddr, sni: &str, path: &str) -> anyhow::Result<(V
     Ok((cert, reply))
 }
 
-async fn setup(ns: &Namespace, backend: &Backend, cert: &Made) {
+async fn setup(ns: &Namespace, backend: &Backend, cert: &TestCert) {
     ns.create_service("web").await.unwrap();
     ns.create_slice("web", "web", Some(backend.addr))
         .await
@@ -65,7 +64,7 @@ async fn spec_tls_is_served_redirected_to_and_rotated() {
     };
     let ns = cluster.namespace("tls").await.unwrap();
     let backend = Backend::start("web").await;
-    let first = self_signed(&[TLS_HOST]);
+    let first = test_cert(&[TLS_HOST]);
     setup(&ns, &backend, &first).await;
     let mut options = ControllerOptions::new(&ns, "tls");
     // The port clients use for HTTPS, as a Service in front would publish it.
@@ -118,7 +117,7 @@ async fn spec_tls_is_served_redirected_to_and_rotated() {
     assert_eq!(reply.status, 200, "{reply:?}");
 
     // Rotation: the Secret's new certificate reaches the next handshakes.
-    let second = self_signed(&[TLS_HOST]);
+    let second = test_cert(&[TLS_HOST]);
     ns.set_secret(
         "web-tls",
         &[("tls.crt", &second.chain), ("tls.key", &second.key)],
@@ -213,7 +212,7 @@ async fn annotations_pass_tls_through_and_reencrypt_with_verification() {
         let mut tls = raw_handshake(&connector(&[], None), tcp, "db.example")
             .await
             .ok()?;
-        let der = sluice_e2e::passthrough::leaf(&tls)?;
+        let der = leaf(&tls)?;
         let name = greeting(&mut tls).await.ok()?;
         Some((der, name))
     })

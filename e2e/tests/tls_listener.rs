@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, SupportedProtocolVersion};
+use sluice_e2e::passthrough::{TestCert, leaf, test_cert};
 use sluice_e2e::tls_client::any_server_cert;
 use sluice_e2e::{Backend, ProxyProcess, free_addr};
 use std::net::SocketAddr;
@@ -42,39 +43,13 @@ async fn handshake(
     Ok(connector.connect(name, tcp).await?)
 }
 
-fn leaf(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
-    let (_, conn) = stream.get_ref();
-    conn.peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.as_ref().to_vec())
-}
-
-/// A certificate for `names`: its PEM chain and key, and its DER to compare.
-struct Made {
-    chain: String,
-    key: String,
-    der: Vec<u8>,
-}
-
-fn made(names: &[&str]) -> Made {
-    let made = rcgen::generate_simple_self_signed(
-        names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
-    )
-    .unwrap();
-    Made {
-        chain: made.cert.pem(),
-        key: made.signing_key.serialize_pem(),
-        der: made.cert.der().to_vec(),
-    }
-}
-
 fn indent(text: &str) -> String {
     text.lines()
         .map(|l| format!("        {l}\n"))
         .collect::<String>()
 }
 
-fn table(listen: SocketAddr, backend: &Backend, certs: &[(&str, &Made)], tls: &str) -> String {
+fn table(listen: SocketAddr, backend: &Backend, certs: &[(&str, &TestCert)], tls: &str) -> String {
     let mut yaml = format!(
         "listeners:
   - https:
@@ -107,9 +82,9 @@ async fn sni_picks_the_certificate_and_http_flows_over_tls() {
     let backend = Backend::start("app").await;
     let listen = free_addr().unwrap();
     let (a, wild, fallback) = (
-        made(&["a.test"]),
-        made(&["*.c.test"]),
-        made(&["fallback.test"]),
+        test_cert(&["a.test"]),
+        test_cert(&["*.c.test"]),
+        test_cert(&["fallback.test"]),
     );
     let yaml = table(
         listen,
@@ -161,7 +136,7 @@ async fn sni_picks_the_certificate_and_http_flows_over_tls() {
 async fn a_tls13_minimum_refuses_tls12_clients() {
     let backend = Backend::start("app").await;
     let listen = free_addr().unwrap();
-    let a = made(&["a.test"]);
+    let a = test_cert(&["a.test"]);
     let _proxy = ProxyProcess::start(&table(
         listen,
         &backend,
