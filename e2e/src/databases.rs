@@ -28,6 +28,9 @@ use tokio::net::TcpStream;
 /// The MariaDB user created for login checks: no password, from 127.0.0.1.
 pub const MYSQL_USER: &str = "sluice";
 
+/// The password of PostgreSQL's `postgres` superuser (SCRAM on TCP).
+pub const POSTGRES_PASSWORD: &str = "sluice-e2e-superuser";
+
 /// Start-up includes crash recovery after a kill and, for MariaDB, InnoDB.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A clean shutdown: PostgreSQL and MariaDB write a checkpoint first.
@@ -119,7 +122,7 @@ impl DbServer {
         let pwfile = dir.path().join("superuser-password");
         std::fs::create_dir(&data)?;
         std::fs::create_dir(&sockets)?;
-        std::fs::write(&pwfile, "sluice-e2e-superuser\n")?;
+        std::fs::write(&pwfile, format!("{POSTGRES_PASSWORD}\n"))?;
         set_mode(&data, 0o700)?;
         if let Some((uid, gid)) = user {
             for path in [&data, &sockets, &pwfile] {
@@ -517,6 +520,21 @@ fn postgres_bindir() -> Result<PathBuf, String> {
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .filter(|dir| complete(dir))
         .ok_or_else(|| "initdb and postgres".to_owned())
+}
+
+/// A client program of the PostgreSQL that [`DbServer::postgres`] runs
+/// (`psql`, `pgbench`), from the same directory: Debian 12 ships pgbench with
+/// the server (postgresql-15) and psql in postgresql-client-15, which it
+/// depends on. `None` (after a notice) when missing outside CI; an error under
+/// `CI=true`.
+pub fn postgres_client(name: &str) -> Result<Option<PathBuf>> {
+    let tool = postgres_bindir()
+        .map(|dir| dir.join(name))
+        .ok()
+        .filter(|p| p.is_file())
+        .or_else(|| find_program(name))
+        .ok_or_else(|| name.to_owned());
+    found(Kind::Postgres, tool)
 }
 
 /// `name` on `PATH` or in the sbin directories (mariadbd lives in /usr/sbin,

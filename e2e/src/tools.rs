@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The path of the first of `names` found (one program's names, e.g. Debian's
 /// `testssl` and upstream's `testssl.sh`): on `PATH`, else where `.ci/run`
-/// installs it. `Ok(None)` (after a notice) when missing outside CI; an error
+/// installs it, else in the sbin directories. `Ok(None)` (after a notice) when missing outside CI; an error
 /// under `CI=true`.
 pub fn require(names: &[&str], install: &str) -> Result<Option<PathBuf>> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -23,7 +23,12 @@ pub fn require(names: &[&str], install: &str) -> Result<Option<PathBuf>> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
     let venv = cache.map(|c| c.join("sluice-ci/sslyze-venv/bin"));
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path).chain(venv).collect();
+    // Daemons (haproxy) live in /usr/sbin, which a non-root PATH may lack.
+    let sbin = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from);
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(venv)
+        .chain(sbin)
+        .collect();
     let found = names
         .iter()
         .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
