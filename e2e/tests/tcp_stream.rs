@@ -321,7 +321,10 @@ async fn harness_transfers_agree_directly() {
         tcp.write_all(&command).await.unwrap();
         let started = Instant::now();
         let (got, sha) = drain(&mut tcp).await.unwrap();
-        eprintln!("direct download: {:.0} MB/s", mb_per_s(got, started.elapsed()));
+        eprintln!(
+            "direct download: {:.0} MB/s",
+            mb_per_s(got, started.elapsed())
+        );
         assert_eq!(got, SIZE);
         digests.push(sha);
     }
