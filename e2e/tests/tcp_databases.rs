@@ -2,7 +2,7 @@
 //! balanced by connection (`least_conn`, the TCP default) carry a pgbench run
 //! with no failed transaction, both serving; one stops and new connections go
 //! to the other without a failure; `redis-benchmark` runs its whole suite
-//! through the proxy.
+//! through the proxy; the `mariadb` client logs in through it.
 //!
 //! Servers and tools are Debian's (`sluice_e2e::databases`, `.ci/run`
 //! installs them); without them a test is skipped with a notice, except under
@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use sluice_e2e::databases::{DbServer, POSTGRES_PASSWORD, postgres_client};
+use sluice_e2e::databases::{DbServer, MYSQL_USER, POSTGRES_PASSWORD, postgres_client};
 use sluice_e2e::process::raw_get;
 use sluice_e2e::tools::{Ran, require, run_bounded};
 use sluice_e2e::{ProxyProcess, free_addr, health};
@@ -408,4 +408,46 @@ async fn harness_pgbench_runs_against_postgres_directly() {
             .is_some_and(|n| n > 0),
         "{output}"
     );
+}
+
+/// MariaDB through the proxy with the `mysql` login check: the `mariadb`
+/// client logs in and its queries reach the server (which names its port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_client_through_the_proxy() {
+    let Some(server) = DbServer::mariadb().await.unwrap() else {
+        return;
+    };
+    let Some(client) = require(&["mariadb"], "apt-get install mariadb-client").unwrap() else {
+        return;
+    };
+    let listen = free_addr().unwrap();
+    let proxy = ProxyProcess::start(&db_table(
+        listen,
+        &[server.addr],
+        &format!("{{probe: {{mysql: {{user: {MYSQL_USER}}}}}, interval: 500ms}}"),
+    ))
+    .await
+    .unwrap();
+    health::wait_up(
+        &proxy,
+        "db",
+        &server.addr.to_string(),
+        true,
+        Duration::from_secs(10),
+    )
+    .await;
+    for _ in 0..5 {
+        let mut command = Command::new(&client);
+        command
+            .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1"])
+            .args(["-P", &listen.port().to_string(), "-u", MYSQL_USER])
+            .args(["-N", "-B", "-e", "SELECT @@port, 6 * 7"]);
+        let ran = run_bounded(command, Duration::from_secs(10)).await.unwrap();
+        expect_success("mariadb through the proxy", &ran);
+        assert_eq!(
+            ran.stdout.trim(),
+            format!("{}\t42", server.addr.port()),
+            "{ran:?}"
+        );
+    }
 }

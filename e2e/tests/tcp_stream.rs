@@ -2,7 +2,7 @@
 //! the proxy's memory flat; a half-close (FIN) is passed on in both directions
 //! while the other direction keeps flowing; a reset (RST) is passed on as a
 //! reset; a refused endpoint is retried on another before any byte, so no
-//! client notices.
+//! client notices; the tunnel timeout closes idle connections only.
 
 // clippy allows unwrap in #[test] fns only; helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -341,4 +341,46 @@ async fn harness_transfers_agree_directly() {
     assert_eq!(u64::from_be_bytes(answer[..8].try_into().unwrap()), SIZE);
     assert_eq!(&answer[8..], &sent);
     assert_eq!(sent, digests[0], "the same seed makes the same bytes");
+}
+
+/// `timeouts: {tunnel: 600ms}`: a connection that carries a byte every 200 ms
+/// stays open well past it; one where nothing moves is closed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tunnel_timeout_closes_only_idle_connections() {
+    let echo = TcpServer::echo().await;
+    let listen = free_addr().unwrap();
+    let yaml = format!(
+        "listeners:
+  - tcp: {{name: t, bind: {listen}, backend: t, timeouts: {{tunnel: 600ms}}}}
+backends:
+  t: {}
+",
+        single(&echo)
+    );
+    let _proxy = ProxyProcess::start(&yaml).await.unwrap();
+    let mut busy = TcpStream::connect(listen).await.unwrap();
+    let mut idle = TcpStream::connect(listen).await.unwrap();
+    round_trip(&mut idle, b"once", SHORT).await.unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        round_trip(&mut busy, b"tick", SHORT).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The idle one has been closed meanwhile, not before the timeout.
+    let (closed, got) = wait_closed(&mut idle, Duration::from_millis(100))
+        .await
+        .unwrap();
+    eprintln!("the idle connection: {closed:?}");
+    assert!(got.is_empty(), "{got:?}");
+    round_trip(&mut busy, b"still open", SHORT).await.unwrap();
+
+    let mut idle = TcpStream::connect(listen).await.unwrap();
+    round_trip(&mut idle, b"once", SHORT).await.unwrap();
+    let started = Instant::now();
+    wait_closed(&mut idle, SHORT).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(550),
+        "closed after {waited:?}, before the 600ms tunnel timeout"
+    );
 }
