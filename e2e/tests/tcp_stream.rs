@@ -287,6 +287,11 @@ backends:
             .unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
     }
     assert_eq!(echo.accepted(), 20);
+    assert!(
+        !proxy.log_lines("retrying").is_empty(),
+        "no retry logged: the dead endpoint was never tried\n{}",
+        proxy.logs()
+    );
     assert_eq!(
         listener_counter(&proxy, "svc", "connect_failed")
             .await
