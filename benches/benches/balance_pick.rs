@@ -127,7 +127,7 @@ fn table(balance: Balance, endpoints: usize, weighted: bool) -> CompiledTable {
         .collect();
     let backend = Backend {
         endpoints,
-        balance,
+        balance: Some(balance),
         ..Backend::default()
     };
     let table = RoutingTable {

@@ -114,7 +114,9 @@ fn compiled(upstreams: &Runtime) -> CompiledTable {
 fn http(table: &CompiledTable) -> &compile::HttpListener {
     match &table.listeners[0].kind {
         ListenerKind::Http(h) => h,
-        ListenerKind::Passthrough(_) => panic!("the first listener is not HTTP"),
+        ListenerKind::Passthrough(_) | ListenerKind::Tcp(_) => {
+            panic!("the first listener is not HTTP")
+        }
     }
 }
 

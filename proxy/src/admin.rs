@@ -89,6 +89,16 @@ fn route(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 ),
             }
         }
+        "/debug/listeners" => {
+            let listeners = crate::tcp::counters::listeners_view(&proxy.table());
+            match serde_json::to_vec_pretty(&listeners) {
+                Ok(body) => json(body),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot render listeners: {e}\n"),
+                ),
+            }
+        }
         "/debug/route" => {
             let probe = match Probe::from_query(req.uri().query().unwrap_or_default()) {
                 Ok(p) => p,
@@ -108,7 +118,7 @@ fn route(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "try /healthz, /readyz, /debug/table, /debug/warnings, /debug/backends, /debug/route?host=H&path=P\n",
+            "try /healthz, /readyz, /debug/table, /debug/warnings, /debug/backends, /debug/listeners, /debug/route?host=H&path=P\n",
         ),
     }
 }

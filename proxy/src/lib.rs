@@ -6,6 +6,7 @@ pub mod demo;
 pub mod health;
 pub mod http;
 pub mod process;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod runtime;
 pub mod server;

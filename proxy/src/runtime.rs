@@ -5,6 +5,7 @@
 use crate::balance::Registry;
 use crate::health::CheckTasks;
 use crate::sticky::SessionKeys;
+use crate::tcp::counters::CounterRegistry;
 use crate::tls::TlsRuntime;
 use crate::upstream::Upstreams;
 use std::sync::OnceLock;
@@ -16,6 +17,8 @@ pub struct Runtime {
     pub checks: CheckTasks,
     /// Keys of sticky-session cookies whose table entry names none.
     pub session_keys: SessionKeys,
+    /// Connection counters by listener name (`/debug/listeners`).
+    pub listener_counters: CounterRegistry,
     /// Made when the first `https` listener is compiled.
     tls: OnceLock<Result<TlsRuntime, String>>,
 }

@@ -40,6 +40,8 @@ enum Accepting {
         split: Option<SniSplit>,
     },
     Passthrough(Arc<CompiledTable>),
+    /// A `tcp` listener's connection, counted open (`None`: over `max_conn`).
+    Tcp(Arc<CompiledTable>, Option<tcp::counters::Open>),
     /// Never in the clear on an `https` port whose TLS settings are unusable.
     Closed,
 }
@@ -182,6 +184,10 @@ impl Proxy {
         let http = match &listener.kind {
             ListenerKind::Http(http) => http,
             ListenerKind::Passthrough(_) => return Accepting::Passthrough(table),
+            ListenerKind::Tcp(settings) => {
+                let open = settings.counters.open(settings.max_conn);
+                return Accepting::Tcp(table, open);
+            }
         };
         let tls = match &listener.transport {
             Transport::Plain => None,
@@ -240,7 +246,15 @@ async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, stop: Cancellatio
                             .spawn(tcp::passthrough::serve(table, bind, stream, peer, stop));
                         continue;
                     }
-                    Accepting::Closed => continue,
+                    Accepting::Tcp(table, Some(open)) => {
+                        let stop = proxy.drain_deadline.clone();
+                        proxy.connections.spawn(tcp::tcp_listener::serve(
+                            table, bind, stream, peer, open, stop,
+                        ));
+                        continue;
+                    }
+                    // Over the listener's limit: closed at once (counted).
+                    Accepting::Tcp(_, None) | Accepting::Closed => continue,
                 };
                 let info = ConnInfo {
                     peer,

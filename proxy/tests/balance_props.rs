@@ -43,7 +43,7 @@ fn endpoints(base: u32, weights: &[u32]) -> Vec<Endpoint> {
 fn backend(balance: Balance, endpoints: Vec<Endpoint>) -> Backend {
     Backend {
         endpoints,
-        balance,
+        balance: Some(balance),
         ..Backend::default()
     }
 }

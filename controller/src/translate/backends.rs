@@ -151,7 +151,7 @@ impl<'a> Resolver<'a> {
                 name: service.name,
             }),
             endpoints,
-            balance: options.balance.clone().unwrap_or_default(),
+            balance: Some(options.balance.clone().unwrap_or_default()),
             protocol: options.backend_protocol.unwrap_or_default(),
             timeouts: BackendTimeouts {
                 connect: options.timeout_connect.unwrap_or(defaults.timeouts.connect),

@@ -117,19 +117,21 @@ pub enum Attempt {
 }
 
 impl Balancer {
-    /// `members` in table order, with their backup flags.
+    /// `members` in table order, with their backup flags; `balance` is the
+    /// algorithm in force (see [`table::Backend::balance_for`]).
     pub fn new(
         state: Arc<BackendState>,
         backend: &table::Backend,
+        balance: &table::Balance,
         members: Vec<(Member, bool)>,
     ) -> Self {
         let (backups, primaries): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, b)| *b);
         let strip = |v: Vec<(Member, bool)>| v.into_iter().map(|(m, _)| m).collect::<Vec<_>>();
-        let primary = Group::new(strip(primaries), &backend.balance, &state, 0);
+        let primary = Group::new(strip(primaries), balance, &state, 0);
         let backup = (!backups.is_empty()).then(|| {
             let members = strip(backups);
             if backend.all_backups {
-                Group::new(members, &backend.balance, &state, 1)
+                Group::new(members, balance, &state, 1)
             } else {
                 Group {
                     members,
@@ -142,8 +144,8 @@ impl Balancer {
             state,
             primary,
             backup,
-            key: HashKey::of(&backend.balance),
-            algorithm: backend.balance.name(),
+            key: HashKey::of(balance),
+            algorithm: balance.name(),
             slow_start_ms: backend.slow_start.map_or(0, |d| d.as_millis()),
             max_queue: backend.max_queue,
             queue_timeout: backend.timeouts.queue.to_std(),

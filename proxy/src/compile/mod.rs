@@ -11,6 +11,7 @@ pub mod explain;
 mod facts;
 mod passthrough;
 mod router;
+mod tcp;
 
 pub use actions::{
     BackendIx, CompiledAction, CompiledHeaderEdits, CompiledRedirect, CompiledRewrite,
@@ -20,6 +21,7 @@ pub use conditions::{CompiledCondition, HostSet, PathSet};
 pub use facts::{RequestFacts, canonical_client, normalize_path, query_values};
 pub use passthrough::PassthroughListener;
 pub use router::{HostRouter, RouteIx, RouteMatch, normalize_host};
+pub use tcp::TcpListener;
 
 use crate::balance::{BackendState, BackendStatus, Balancer, Member, Pin};
 use crate::runtime::Runtime;
@@ -73,13 +75,15 @@ pub enum ListenerKind {
     Http(HttpListener),
     /// Raw TLS routed by SNI (`tls_passthrough`).
     Passthrough(PassthroughListener),
+    /// Raw TCP to one backend.
+    Tcp(TcpListener),
 }
 
 impl ListenerKind {
     pub fn http(&self) -> Option<&HttpListener> {
         match self {
             ListenerKind::Http(http) => Some(http),
-            ListenerKind::Passthrough(_) => None,
+            ListenerKind::Passthrough(_) | ListenerKind::Tcp(_) => None,
         }
     }
 }
@@ -160,6 +164,13 @@ pub struct SourceFilter {
 }
 
 impl SourceFilter {
+    pub fn new(allow: Option<&[IpNet]>, deny: &[IpNet]) -> Self {
+        Self {
+            allow: allow.map(|a| a.iter().map(IpNet::trunc).collect()),
+            deny: deny.iter().map(IpNet::trunc).collect(),
+        }
+    }
+
     /// `client` as in [`RequestFacts::client`] (IPv4-mapped already unwrapped).
     pub fn admits(&self, client: std::net::IpAddr) -> bool {
         if self.deny.iter().any(|n| n.contains(&client)) {
@@ -187,6 +198,8 @@ pub struct CompiledBackend {
     pub passive_check: Option<PassiveCheck>,
     pub retry_on_timeout: bool,
     pub sticky: Option<CompiledSticky>,
+    /// A PROXY header first on each raw connection (`tcp`, `tls_passthrough`).
+    pub proxy_protocol: Option<table::ProxyProtocolVersion>,
 }
 
 impl CompiledBackend {
@@ -244,10 +257,32 @@ pub fn compile(table: RoutingTable, runtime: &Runtime) -> Result<CompiledTable, 
         .enumerate()
         .map(|(ix, id)| (id.as_str(), ix))
         .collect();
+    // Backends of `tcp` listeners balance connections (least_conn by default).
+    let connection_backends: Vec<&str> = table
+        .listeners
+        .iter()
+        .filter_map(|l| match l {
+            Listener::Tcp(tcp) => Some(tcp.backend.as_str()),
+            _ => None,
+        })
+        .collect();
     let backends = table
         .backends
         .iter()
-        .map(|(id, b)| compile_backend(id, b, &table.certificates, runtime, &mut warnings))
+        .map(|(id, b)| {
+            let connections = connection_backends.contains(&id.as_str());
+            if connections && b.sticky.is_some() {
+                warnings.push(format!(
+                    "backend `{id}` sticky: cookies need HTTP; the `tcp` listener's connections are balanced without them"
+                ));
+            }
+            if b.proxy_protocol.is_some() && !raw_backends(&table).any(|r| r == id) {
+                warnings.push(format!(
+                    "backend `{id}` proxy_protocol: only `tcp` and `tls_passthrough` connections send a PROXY header; HTTP requests to it are sent without"
+                ));
+            }
+            compile_backend(id, b, connections, &table.certificates, runtime, &mut warnings)
+        })
         .collect();
 
     let mut cert_stores = HashMap::new();
@@ -265,6 +300,17 @@ pub fn compile(table: RoutingTable, runtime: &Runtime) -> Result<CompiledTable, 
                         name: Arc::from(p.name.as_str()),
                         bind: p.bind,
                         kind: ListenerKind::Passthrough(compiled),
+                        transport: Transport::Plain,
+                    };
+                }
+                Listener::Tcp(t) => {
+                    let counters = runtime.listener_counters.listener(&t.name);
+                    let compiled =
+                        tcp::compile_tcp(t, &table, &backend_ix, counters, &mut warnings);
+                    return CompiledListener {
+                        name: Arc::from(t.name.as_str()),
+                        bind: t.bind,
+                        kind: ListenerKind::Tcp(compiled),
                         transport: Transport::Plain,
                     };
                 }
@@ -303,6 +349,28 @@ pub fn compile(table: RoutingTable, runtime: &Runtime) -> Result<CompiledTable, 
         listeners,
         backends,
         warnings,
+    })
+}
+
+/// Backends that raw connections reach: of `tcp` listeners and passthrough routes.
+fn raw_backends(table: &RoutingTable) -> impl Iterator<Item = &str> {
+    table.listeners.iter().flat_map(|l| {
+        let ids: Vec<&str> = match l {
+            Listener::Tcp(tcp) => vec![tcp.backend.as_str()],
+            Listener::TlsPassthrough(p) => p
+                .routes
+                .iter()
+                .map(|r| r.backend.as_str())
+                .chain(p.default_backend.as_deref())
+                .collect(),
+            Listener::Https(http) => http
+                .tls
+                .iter()
+                .flat_map(|t| t.passthrough.iter().map(|r| r.backend.as_str()))
+                .collect(),
+            Listener::Http(_) => Vec::new(),
+        };
+        ids
     })
 }
 
@@ -465,13 +533,7 @@ fn compile_route(
         rewrite,
         request_headers: CompiledHeaderEdits::new(&route.request_headers),
         response_headers: CompiledHeaderEdits::new(&route.response_headers),
-        access: SourceFilter {
-            allow: route
-                .allow_sources
-                .as_ref()
-                .map(|a| a.iter().map(IpNet::trunc).collect()),
-            deny: route.deny_sources.iter().map(IpNet::trunc).collect(),
-        },
+        access: SourceFilter::new(route.allow_sources.as_deref(), &route.deny_sources),
         https_redirect: route.https_redirect,
         // Built from digits and fixed words, so always a valid value.
         hsts: route
@@ -521,6 +583,7 @@ impl RouteContext<'_> {
 fn compile_backend(
     id: &str,
     backend: &Backend,
+    connections: bool,
     certificates: &BTreeMap<String, table::Certificate>,
     runtime: &Runtime,
     warnings: &mut Vec<String>,
@@ -596,7 +659,8 @@ fn compile_backend(
     CompiledBackend {
         id: Arc::from(id),
         source: backend.source.clone(),
-        balancer: Balancer::new(state, backend, members),
+        balancer: Balancer::new(state, backend, &backend.balance_for(connections), members),
+        proxy_protocol: backend.proxy_protocol,
         timeouts: backend.timeouts,
         upstream,
         retries: backend.retries,
@@ -705,7 +769,7 @@ fn without_problems(backend: &Backend, problems: &[(String, String)]) -> Backend
     let mut fixed = backend.clone();
     for (field, _) in problems {
         if field.starts_with("balance") {
-            fixed.balance = table::Balance::default();
+            fixed.balance = None;
         } else if field.starts_with("health_check") {
             fixed.health_check = None;
         } else if field.starts_with("passive_check") {

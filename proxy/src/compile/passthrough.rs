@@ -88,12 +88,12 @@ fn target(
     warn: &mut impl FnMut(String),
 ) -> ConnTarget {
     let backend = backend_ix.get(id).copied();
-    let balance = table.backends.get(id).map(|b| &b.balance);
+    let balance = table.backends.get(id).map(|b| b.balance_for(true));
     match balance {
         None => warn(format!(
             "backend `{id}` is not defined; its connections are closed"
         )),
-        Some(b) if b.needs_http() => warn(format!(
+        Some(ref b) if b.needs_http() => warn(format!(
             "backend `{id}` balances by `{}`, which needs an HTTP request; these connections are balanced round robin",
             b.name()
         )),

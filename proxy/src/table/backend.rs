@@ -15,8 +15,10 @@ pub struct Backend {
     pub source: Option<SourceRef>,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
-    #[serde(default)]
-    pub balance: Balance,
+    /// Absent: `least_conn` for a backend a `tcp` listener names (connections
+    /// are long and uneven), `round_robin` otherwise (see [`Backend::balance_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Balance>,
     #[serde(default)]
     pub protocol: BackendProtocol,
     #[serde(default)]
@@ -59,6 +61,20 @@ pub struct Backend {
     /// TLS to the endpoints (re-encryption). Absent: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BackendTls>,
+    /// A PROXY protocol header sent first on every connection to an endpoint,
+    /// naming the client (`send-proxy`, `send-proxy-v2`). Connections of `tcp`
+    /// and `tls_passthrough` listeners only: pooled HTTP connections carry
+    /// many clients' requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+/// PROXY protocol versions: v1 is text, v2 binary (both HAProxy's spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
 }
 
 fn default_retries() -> u32 {
@@ -79,7 +95,7 @@ impl Default for Backend {
         Self {
             source: None,
             endpoints: Vec::new(),
-            balance: Balance::default(),
+            balance: None,
             protocol: BackendProtocol::default(),
             timeouts: BackendTimeouts::default(),
             retries: default_retries(),
@@ -92,6 +108,19 @@ impl Default for Backend {
             retry_on_timeout: false,
             sticky: None,
             tls: None,
+            proxy_protocol: None,
+        }
+    }
+}
+
+impl Backend {
+    /// The algorithm in force: the one set, else the default for what the
+    /// backend serves (`least_conn` when a `tcp` listener names it).
+    pub fn balance_for(&self, connections: bool) -> Balance {
+        match &self.balance {
+            Some(balance) => balance.clone(),
+            None if connections => Balance::LeastConn,
+            None => Balance::RoundRobin,
         }
     }
 }
@@ -320,10 +349,11 @@ impl Backend {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut push = |field: &str, message: String| out.push((field.to_owned(), message));
-        if let Some(options) = self.balance.hash_options()
+        let balance = self.balance.as_ref().unwrap_or(&Balance::RoundRobin);
+        if let Some(options) = balance.hash_options()
             && let Some(factor) = options.bounded_load
         {
-            let field = format!("balance.{}.bounded_load", self.balance.name());
+            let field = format!("balance.{}.bounded_load", balance.name());
             if options.hash != HashMethod::Consistent {
                 push(&field, "needs `hash: consistent`".into());
             } else if factor < 100 {
@@ -334,10 +364,10 @@ impl Backend {
             }
         }
         if let Balance::UrlParam(NamedHash { name, .. }) | Balance::Cookie(NamedHash { name, .. }) =
-            &self.balance
+            balance
             && !is_token(name)
         {
-            let field = format!("balance.{}.name", self.balance.name());
+            let field = format!("balance.{}.name", balance.name());
             push(
                 &field,
                 format!("{name:?} is not a valid parameter or cookie name"),

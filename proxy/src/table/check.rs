@@ -114,11 +114,12 @@ fn connection_backend_problem(table: &RoutingTable, id: &str) -> Option<String> 
     let Some(backend) = table.backends.get(id) else {
         return Some(format!("backend `{id}` is not defined"));
     };
-    backend.balance.needs_http().then(|| {
+    let balance = backend.balance.as_ref()?;
+    balance.needs_http().then(|| {
         format!(
-            "backend `{id}` balances by `{}`, which reads HTTP requests; passed-through \
-             connections have none (use round_robin, least_conn, source, ...)",
-            backend.balance.name()
+            "backend `{id}` balances by `{}`, which reads HTTP requests; raw \
+             connections have none (use least_conn, round_robin, source, ...)",
+            balance.name()
         )
     })
 }
@@ -138,6 +139,58 @@ fn check_passthrough(
         });
     }
     check_sni_routes(table, &listener.routes, &format!("{at}.routes"), errors);
+}
+
+fn check_tcp(
+    table: &RoutingTable,
+    listener: &crate::table::TcpListener,
+    at: &str,
+    errors: &mut Vec<TableError>,
+) {
+    for (field, message) in tcp_listener_problems(table, listener) {
+        errors.push(TableError {
+            path: format!("{at}.{field}"),
+            message,
+        });
+    }
+}
+
+/// What cannot work in a `tcp` listener, as (field, message); the compiler
+/// warns about the same and closes that listener's connections.
+pub(crate) fn tcp_listener_problems(
+    table: &RoutingTable,
+    listener: &crate::table::TcpListener,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(message) = connection_backend_problem(table, &listener.backend) {
+        out.push(("backend", message));
+    }
+    if listener.max_conn == Some(0) {
+        out.push((
+            "max_conn",
+            "0 would admit no connection; omit it for no limit".into(),
+        ));
+    }
+    if let Some(accept) = &listener.accept_proxy
+        && accept.trusted.is_empty()
+    {
+        out.push((
+            "accept_proxy.trusted",
+            "trusts no address, so every connection would be closed".into(),
+        ));
+    }
+    let t = &listener.timeouts;
+    for (field, d) in [
+        ("timeouts.client_idle", Some(t.client_idle)),
+        ("timeouts.server_idle", Some(t.server_idle)),
+        ("timeouts.tunnel", t.tunnel),
+        ("timeouts.proxy_header", Some(t.proxy_header)),
+    ] {
+        if d.is_some_and(|d| d.as_millis() == 0) {
+            out.push((field, "must be longer than 0".into()));
+        }
+    }
+    out
 }
 
 fn check_client_auth(auth: &crate::table::ClientAuth, at: &str, errors: &mut Vec<TableError>) {
@@ -186,6 +239,10 @@ pub fn check(table: &RoutingTable) -> Result<(), Vec<TableError>> {
             Listener::TlsPassthrough(listener) => {
                 let path = format!("listeners[{li}].tls_passthrough");
                 check_passthrough(table, listener, &path, &mut errors);
+            }
+            Listener::Tcp(listener) => {
+                let path = format!("listeners[{li}].tcp");
+                check_tcp(table, listener, &path, &mut errors);
             }
         }
     }
@@ -429,7 +486,7 @@ backends:
             .map(ToString::to_string)
             .collect();
         let by_header = "backend `by_header` balances by `header`, which reads HTTP requests; \
-                         passed-through connections have none (use round_robin, least_conn, source, ...)";
+                         raw connections have none (use least_conn, round_robin, source, ...)";
         assert_eq!(
             text,
             [

@@ -18,6 +18,7 @@ mod passthrough;
 mod pattern;
 mod secret;
 mod sticky;
+mod tcp;
 mod tls;
 pub mod validate;
 
@@ -28,7 +29,7 @@ pub use actions::{
 };
 pub use backend::{
     Backend, BackendProtocol, BackendTimeouts, Balance, Endpoint, HashMethod, HashOptions,
-    HeaderHash, MAX_WEIGHT, NamedHash, UriHash,
+    HeaderHash, MAX_WEIGHT, NamedHash, ProxyProtocolVersion, UriHash,
 };
 pub use backend_tls::{AlpnProtocol, BackendTls, server_name, trust_anchors};
 pub use check::{TableError, check};
@@ -51,6 +52,7 @@ pub use sticky::{
     CookieMode, IfUnavailable, MIN_SESSION_KEY_LEN, SameSite, Stickiness, StickyCookie,
     is_cookie_name, parse_session_keys,
 };
+pub use tcp::{AcceptProxy, TcpListener, TcpTimeouts};
 pub use tls::{ClientAuth, ClientAuthMode, Hsts, ListenerTls, OnFailure, TlsVersion};
 pub use validate::host as validate_host;
 
@@ -94,7 +96,7 @@ impl std::fmt::Display for SourceRef {
     }
 }
 
-/// A listening socket, by protocol. Plain TCP listeners arrive as a new variant.
+/// A listening socket, by protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Listener {
@@ -103,6 +105,8 @@ pub enum Listener {
     Https(HttpListener),
     /// Raw TLS routed by SNI to backends that terminate it themselves.
     TlsPassthrough(PassthroughListener),
+    /// Raw TCP to one backend (databases and other non-HTTP services).
+    Tcp(TcpListener),
 }
 
 impl Listener {
@@ -110,19 +114,21 @@ impl Listener {
         match self {
             Listener::Http(l) | Listener::Https(l) => &l.name,
             Listener::TlsPassthrough(l) => &l.name,
+            Listener::Tcp(l) => &l.name,
         }
     }
     pub fn bind(&self) -> SocketAddr {
         match self {
             Listener::Http(l) | Listener::Https(l) => l.bind,
             Listener::TlsPassthrough(l) => l.bind,
+            Listener::Tcp(l) => l.bind,
         }
     }
     /// The HTTP side (routes, timeouts, ...) of `http` and `https` listeners.
     pub fn http(&self) -> Option<&HttpListener> {
         match self {
             Listener::Http(l) | Listener::Https(l) => Some(l),
-            Listener::TlsPassthrough(_) => None,
+            Listener::TlsPassthrough(_) | Listener::Tcp(_) => None,
         }
     }
 }

@@ -103,6 +103,7 @@ pub async fn serve(
     let context = Forwarding {
         listener: &name,
         peer,
+        local: client.local_addr().unwrap_or(bind),
         idle: timeouts.idle.to_std(),
         stop: &stop,
     };
@@ -154,6 +155,7 @@ impl SniSplit {
         let context = Forwarding {
             listener: &name,
             peer,
+            local: bind,
             idle: timeouts.client_idle.to_std(),
             stop: &stop,
         };
@@ -188,6 +190,8 @@ struct Hello<'a> {
 struct Forwarding<'a> {
     listener: &'a str,
     peer: SocketAddr,
+    /// The address the client connected to (a PROXY header's destination).
+    local: SocketAddr,
     idle: Duration,
     stop: &'a CancellationToken,
 }
@@ -221,16 +225,18 @@ async fn pass_on<S>(
     let backend_id = backend.id.clone();
     let endpoint = lease.endpoint().address.clone();
     let route = log.route.to_owned();
+    let first = match backend.proxy_protocol {
+        Some(version) => {
+            let mut first =
+                crate::proxy_protocol::encode(version.into(), context.peer, context.local);
+            first.extend_from_slice(&hello.bytes);
+            first
+        }
+        None => hello.bytes,
+    };
     drop(table);
-    let spliced = forward::splice(
-        client,
-        &hello.bytes,
-        upstream,
-        lease,
-        context.idle,
-        context.stop,
-    )
-    .await;
+    let spliced =
+        forward::splice(client, &first, upstream, lease, context.idle, context.stop).await;
     let how = match spliced.ended {
         Ended::Closed => "closed",
         Ended::Idle => "idle timeout",

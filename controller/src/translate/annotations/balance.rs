@@ -225,7 +225,7 @@ fn with_hash_options(balance: Balance, options: HashOptions) -> Balance {
 /// What the table's check would say of a backend with this algorithm, if anything.
 fn problems(balance: &Balance) -> Option<String> {
     let backend = Backend {
-        balance: balance.clone(),
+        balance: Some(balance.clone()),
         ..Backend::default()
     };
     let problems: Vec<String> = backend
