@@ -15,6 +15,7 @@
 use serde_json::Value;
 use sluice_e2e::databases::{DbServer, MYSQL_USER, POSTGRES_PASSWORD, postgres_client};
 use sluice_e2e::process::raw_get;
+use sluice_e2e::tcp::listener_stats;
 use sluice_e2e::tools::{Ran, require, run_bounded};
 use sluice_e2e::{ProxyProcess, free_addr, health};
 use std::net::SocketAddr;
@@ -292,6 +293,14 @@ async fn pgbench_through_two_postgres_instances_and_failover() {
     assert!(
         marked_down <= bound,
         "a marked down {marked_down:?} after it stopped (bound {bound:?})"
+    );
+    // The refused attempts on a were retried, never given up on.
+    let stats = listener_stats(&proxy, "db").await.unwrap();
+    eprintln!("/debug/listeners: {stats}");
+    assert_eq!(stats["connect_failed"], 0, "{stats}");
+    assert!(
+        stats["accepted"].as_u64() >= Some(u64::from(PGBENCH_CLIENTS) + outcomes.len() as u64),
+        "{stats}"
     );
 }
 

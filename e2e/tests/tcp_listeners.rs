@@ -59,7 +59,7 @@ async fn max_conn_closes_connections_over_the_limit_and_counts_them() {
 
     let mut sixth = TcpStream::connect(listen).await.unwrap();
     let started = Instant::now();
-    let (closed, got) = wait_closed(&mut sixth, Duration::from_secs(2))
+    let (closed, got) = wait_closed(&mut sixth, Duration::from_secs(1))
         .await
         .unwrap();
     eprintln!(
