@@ -100,6 +100,16 @@ impl DbServer {
     /// the tests run as root, the server runs as the `postgres` user. `None`: not
     /// installed, test skipped.
     pub async fn postgres() -> Result<Option<Self>> {
+        Self::postgres_with(None).await
+    }
+
+    /// [`DbServer::postgres`] with TLS (`ssl=on`) from this certificate chain
+    /// and key (PEM): clients may ask for TLS with `SSLRequest`.
+    pub async fn postgres_tls(chain_pem: &str, key_pem: &str) -> Result<Option<Self>> {
+        Self::postgres_with(Some((chain_pem, key_pem))).await
+    }
+
+    async fn postgres_with(tls: Option<(&str, &str)>) -> Result<Option<Self>> {
         let Some(bin) = found(Kind::Postgres, postgres_bindir())? else {
             return Ok(None);
         };
@@ -121,8 +131,19 @@ impl DbServer {
         std::fs::create_dir(&sockets)?;
         std::fs::write(&pwfile, "sluice-e2e-superuser\n")?;
         set_mode(&data, 0o700)?;
+        let cert = dir.path().join("server.crt");
+        let key = dir.path().join("server.key");
+        if let Some((chain_pem, key_pem)) = tls {
+            std::fs::write(&cert, chain_pem)?;
+            std::fs::write(&key, key_pem)?;
+            // PostgreSQL refuses a key others can read.
+            set_mode(&key, 0o600)?;
+        }
         if let Some((uid, gid)) = user {
-            for path in [&data, &sockets, &pwfile] {
+            for path in [&data, &sockets, &pwfile, &cert, &key] {
+                if !path.exists() {
+                    continue;
+                }
                 std::os::unix::fs::chown(path, Some(uid), Some(gid))
                     .with_context(|| format!("cannot chown {}", path.display()))?;
             }
@@ -153,6 +174,17 @@ impl DbServer {
             "max_connections=20",
         ] {
             args.extend(["-c".into(), setting.into()]);
+        }
+        if tls.is_some() {
+            args.extend(["-c".into(), "ssl=on".into()]);
+            args.extend([
+                "-c".into(),
+                format!("ssl_cert_file={}", cert.display()).into(),
+            ]);
+            args.extend([
+                "-c".into(),
+                format!("ssl_key_file={}", key.display()).into(),
+            ]);
         }
         let launch = Launch {
             program: bin.join("postgres"),
