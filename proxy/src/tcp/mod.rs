@@ -7,6 +7,7 @@
 pub mod counters;
 pub mod forward;
 pub mod passthrough;
+pub mod postgres;
 pub mod prefixed;
 pub mod relay;
 #[cfg(test)]

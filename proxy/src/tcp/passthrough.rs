@@ -4,6 +4,7 @@
 //! `https` listener checks before terminating TLS itself.
 
 use super::forward::{self, ConnTarget, Ended, LogContext};
+use super::postgres::{self, Opening};
 use super::prefixed::Prefixed;
 use super::sni_router::SniRouter;
 use crate::compile::{BackendIx, CompiledTable, ListenerKind};
@@ -40,8 +41,18 @@ pub async fn read_client_hello<S: AsyncRead + Unpin>(
     client: &mut S,
     limit: Duration,
 ) -> Result<(Vec<u8>, ClientHelloInfo), HelloError> {
+    read_client_hello_after(client, Vec::new(), limit).await
+}
+
+/// [`read_client_hello`] when its first bytes (`start`) were read already.
+async fn read_client_hello_after<S: AsyncRead + Unpin>(
+    client: &mut S,
+    start: Vec<u8>,
+    limit: Duration,
+) -> Result<(Vec<u8>, ClientHelloInfo), HelloError> {
     let read = async {
-        let mut buf = Vec::with_capacity(1024);
+        let mut buf = start;
+        buf.reserve(1024);
         loop {
             let need = match peek(&buf) {
                 Peek::Done(info) => return Ok((buf, info)),
@@ -83,7 +94,24 @@ pub async fn serve(
         return;
     };
     let timeouts = settings.timeouts;
-    let (hello, info) = match read_client_hello(&mut client, timeouts.client_hello.to_std()).await {
+    let limit = timeouts.client_hello.to_std();
+    // PostgreSQL clients may ask for TLS first (`SSLRequest`); answered here.
+    let opening = match tokio::time::timeout(limit, postgres::opening(&mut client)).await {
+        Ok(Ok(opening)) => opening,
+        Ok(Err(e)) => {
+            debug!(listener = %listener.name, %peer, "closing: reading the first bytes: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(listener = %listener.name, %peer, "closing: nothing sent within {limit:?}");
+            return;
+        }
+    };
+    let (ssl_request, start) = match opening {
+        Opening::SslRequest => (true, Vec::new()),
+        Opening::Other(bytes) => (false, bytes),
+    };
+    let (hello, info) = match read_client_hello_after(&mut client, start, limit).await {
         Ok(read) => read,
         Err(e) => {
             debug!(listener = %listener.name, %peer, "closing: {e}");
@@ -99,6 +127,7 @@ pub async fn serve(
     let hello = Hello {
         bytes: hello,
         info: &info,
+        ssl_request,
     };
     let context = Forwarding {
         listener: &name,
@@ -159,7 +188,11 @@ impl SniSplit {
             idle: timeouts.client_idle.to_std(),
             stop: &stop,
         };
-        let hello = Hello { bytes, info: &info };
+        let hello = Hello {
+            bytes,
+            info: &info,
+            ssl_request: false,
+        };
         pass_on(client, hello, table, chosen, &context).await;
         None
     }
@@ -185,6 +218,9 @@ impl Chosen {
 struct Hello<'a> {
     bytes: Vec<u8>,
     info: &'a ClientHelloInfo,
+    /// The client sent PostgreSQL's `SSLRequest` first (answered already):
+    /// the server gets one too, before the hello.
+    ssl_request: bool,
 }
 
 struct Forwarding<'a> {
@@ -219,20 +255,28 @@ async fn pass_on<S>(
                "the route's backend is not defined; closing");
         return;
     };
-    let Some((lease, upstream)) = forward::connect(backend, chosen.hash, &log).await else {
+    let Some((lease, mut upstream)) = forward::connect(backend, chosen.hash, &log).await else {
         return;
     };
     let backend_id = backend.id.clone();
     let endpoint = lease.endpoint().address.clone();
     let route = log.route.to_owned();
-    let first = match backend.proxy_protocol {
-        Some(version) => {
-            let mut first =
-                crate::proxy_protocol::encode(version.into(), context.peer, context.local);
-            first.extend_from_slice(&hello.bytes);
-            first
+    let preamble = backend
+        .proxy_protocol
+        .map(|version| crate::proxy_protocol::encode(version.into(), context.peer, context.local))
+        .unwrap_or_default();
+    let first = if hello.ssl_request {
+        let limit = backend.timeouts.connect.to_std();
+        if let Err(e) = postgres::request_ssl(&mut upstream, &preamble, limit).await {
+            debug!(listener = context.listener, route, backend = %backend_id, %endpoint,
+                   peer = %context.peer, sni, "closing: SSLRequest to the server: {e}");
+            return;
         }
-        None => hello.bytes,
+        hello.bytes
+    } else {
+        let mut first = preamble;
+        first.extend_from_slice(&hello.bytes);
+        first
     };
     drop(table);
     let spliced =
