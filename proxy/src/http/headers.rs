@@ -34,9 +34,26 @@ fn client_cert_names() -> [&'static HeaderName; 5] {
 /// Removes client-certificate headers a client sent, on every listener, so a
 /// backend can trust them.
 pub fn strip_client_cert(headers: &mut HeaderMap) {
-    for name in client_cert_names() {
-        headers.remove(name);
+    let names = client_cert_names();
+    let here = found(headers, &names);
+    for (name, here) in names.into_iter().zip(here) {
+        if here {
+            headers.remove(name);
+        }
     }
+}
+
+/// Which of `names` `headers` holds, in one pass over its names: messages
+/// rarely carry any, and a hashed removal of each absent name costs more
+/// than comparing the few names a message has.
+fn found<const N: usize>(headers: &HeaderMap, names: &[&HeaderName; N]) -> [bool; N] {
+    let mut here = [false; N];
+    for name in headers.keys() {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            here[i] = true;
+        }
+    }
+    here
 }
 
 /// The client-certificate headers of one connection, built once at its
@@ -124,21 +141,30 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `TE: trailers` is end-to-end in practice (gRPC) and is kept.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
+    let fixed = fixed_hop_by_hop();
+    let here = found(headers, &fixed);
+    if !here.contains(&true) {
+        return;
+    }
+    // The names `Connection` lists that are present (removing an absent one
+    // does nothing), without parsing each token into a new name.
+    let connection = headers.get_all(header::CONNECTION);
+    let listed = |name: &HeaderName| {
+        connection
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+    };
+    let named: Vec<HeaderName> = headers.keys().filter(|n| listed(n)).cloned().collect();
     for name in named {
         headers.remove(name);
     }
     let keep_te = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in fixed_hop_by_hop() {
-        if *name == header::TE && keep_te {
+    for (name, here) in fixed.into_iter().zip(here) {
+        if !here || (*name == header::TE && keep_te) {
             continue;
         }
         headers.remove(name);
