@@ -10,7 +10,7 @@
 
 use super::ProxyBody;
 use super::secure::TlsSession;
-use super::service::{self, ConnInfo};
+use super::service::{self, ConnContext, ConnInfo};
 use crate::server::Proxy;
 use crate::table::ListenerTimeouts;
 use crate::tls::scopes::ListenerTlsConfigs;
@@ -117,13 +117,14 @@ async fn serve_http<S>(
     builder.http2().timer(TokioTimer::new());
 
     let peer = info.peer;
+    let cx = Arc::new(ConnContext::new(info));
     let svc_state = state.clone();
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = proxy.clone();
-        let info = info.clone();
+        let cx = cx.clone();
         let guard = svc_state.request_started(req.version());
         async move {
-            let response = service::handle(&proxy, req, info).await;
+            let response = service::handle(&proxy, req, &cx).await;
             if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 guard.0.heads_done.store(true, Ordering::Relaxed);
             }
