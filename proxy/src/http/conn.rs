@@ -42,7 +42,7 @@ pub async fn serve(
     stop: CancellationToken,
     passthrough: Option<crate::tcp::SniSplit>,
 ) {
-    let state = Arc::new(ConnState::new());
+    let state = Arc::new(ConnState::new(timeouts));
     let tracked = Tracked {
         inner: stream,
         state: state.clone(),
@@ -150,7 +150,7 @@ async fn serve_http<S>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            expired = state.expiry(&timeouts), if !closing => match expired {
+            expired = state.expiry(), if !closing => match expired {
                 Expired::RequestHeader => {
                     // No request is in flight, so nothing is lost by closing now.
                     debug!(peer = %peer, "request head not received within {}; closing", timeouts.request_header);
@@ -173,8 +173,17 @@ enum Expired {
 
 /// Shared between the socket wrapper, the service and the timer of one connection.
 /// Times are milliseconds since `epoch`; `NOT_STARTED` means no head is awaited.
+///
+/// The timer does not follow each request: it looks at the state when it
+/// fires, at or before every deadline, and sleeps again until the next one.
+/// Only a head that must be cut off before the timer's next look wakes it
+/// early, so a busy keep-alive connection sets no timer and sends no wake-up
+/// per request.
 struct ConnState {
     epoch: Instant,
+    timeouts: ListenerTimeouts,
+    /// When the timer looks next (ms); `u64::MAX` until it has worked that out.
+    next_look_ms: AtomicU64,
     last_activity_ms: AtomicU64,
     head_started_ms: AtomicU64,
     in_flight: AtomicUsize,
@@ -187,9 +196,11 @@ struct ConnState {
 const NOT_STARTED: u64 = u64::MAX;
 
 impl ConnState {
-    fn new() -> Self {
+    fn new(timeouts: ListenerTimeouts) -> Self {
         Self {
             epoch: Instant::now(),
+            timeouts,
+            next_look_ms: AtomicU64::new(u64::MAX),
             last_activity_ms: AtomicU64::new(0),
             // Armed at accept: a client that never sends anything is cut off too.
             head_started_ms: AtomicU64::new(0),
@@ -215,7 +226,10 @@ impl ConnState {
             && self.head_started_ms.load(Ordering::Relaxed) == NOT_STARTED;
         if awaiting_head {
             self.head_started_ms.store(now, Ordering::Relaxed);
-            self.head_armed.notify_one();
+            let deadline = now.saturating_add(self.timeouts.request_header.as_millis());
+            if deadline < self.next_look_ms.load(Ordering::SeqCst) {
+                self.head_armed.notify_one();
+            }
         }
     }
 
@@ -233,33 +247,50 @@ impl ConnState {
         InFlight(self.clone())
     }
 
-    /// Completes when a timeout applies; recomputed whenever a head starts.
-    async fn expiry(&self, timeouts: &ListenerTimeouts) -> Expired {
+    /// Completes when a timeout applies.
+    async fn expiry(&self) -> Expired {
+        let timeouts = &self.timeouts;
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
         loop {
+            // A head starting while this works out the next look wakes it.
+            self.next_look_ms.store(u64::MAX, Ordering::SeqCst);
             let armed = self.head_armed.notified();
             let idle = self.in_flight.load(Ordering::Relaxed) == 0;
             let head_started = self.head_started_ms.load(Ordering::Relaxed);
             let head_deadline = (idle && head_started != NOT_STARTED)
-                .then(|| self.at(head_started) + timeouts.request_header.to_std());
+                .then(|| head_started.saturating_add(timeouts.request_header.as_millis()));
             let idle_deadline = idle.then(|| {
-                self.at(self.last_activity_ms.load(Ordering::Relaxed))
-                    + timeouts.client_idle.to_std()
+                self.last_activity_ms
+                    .load(Ordering::Relaxed)
+                    .saturating_add(timeouts.client_idle.as_millis())
             });
-            let now = Instant::now();
+            let now = self.now_ms();
             if head_deadline.is_some_and(|d| now >= d) {
                 return Expired::RequestHeader;
             }
             if idle_deadline.is_some_and(|d| now >= d) {
                 return Expired::Idle;
             }
-            // With a request in flight, re-check now and then: it may finish.
+            // With a request in flight, look again now and then: it may
+            // finish. No later than a head timeout from now, so a head that
+            // starts in between need not wake the timer (see `bytes_received`).
             let next = [head_deadline, idle_deadline]
                 .into_iter()
                 .flatten()
                 .min()
-                .unwrap_or(now + timeouts.client_idle.to_std());
+                .unwrap_or_else(|| {
+                    now.saturating_add(
+                        timeouts
+                            .client_idle
+                            .as_millis()
+                            .min(timeouts.request_header.as_millis()),
+                    )
+                });
+            self.next_look_ms.store(next, Ordering::SeqCst);
+            sleep.as_mut().reset(self.at(next));
             tokio::select! {
-                () = tokio::time::sleep_until(next) => {}
+                () = sleep.as_mut() => {}
                 () = armed => {}
             }
         }
@@ -375,43 +406,39 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_hits_the_header_timeout() {
-        let s = ConnState::new();
+        let s = ConnState::new(timeouts(10, 60));
         let started = Instant::now();
-        assert!(matches!(
-            s.expiry(&timeouts(10, 60)).await,
-            Expired::RequestHeader
-        ));
+        assert!(matches!(s.expiry().await, Expired::RequestHeader));
         assert_eq!(started.elapsed(), StdDuration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
     async fn keep_alive_waits_for_client_idle_then_a_new_head_gets_the_header_timeout() {
-        let s = Arc::new(ConnState::new());
-        drop(s.request_started(Version::HTTP_11)); // one request served at t=0
         let t = timeouts(10, 60);
+        let s = Arc::new(ConnState::new(t));
+        drop(s.request_started(Version::HTTP_11)); // one request served at t=0
         tokio::time::advance(StdDuration::from_secs(30)).await;
         s.bytes_received(); // first byte of the next request, at t=30
         let started = Instant::now();
-        assert!(matches!(s.expiry(&t).await, Expired::RequestHeader));
+        assert!(matches!(s.expiry().await, Expired::RequestHeader));
         assert_eq!(
             started.elapsed(),
             StdDuration::from_secs(10),
             "counted from the first byte"
         );
 
-        let s = Arc::new(ConnState::new());
+        let s = Arc::new(ConnState::new(t));
         drop(s.request_started(Version::HTTP_11));
         let started = Instant::now();
-        assert!(matches!(s.expiry(&t).await, Expired::Idle));
+        assert!(matches!(s.expiry().await, Expired::Idle));
         assert_eq!(started.elapsed(), StdDuration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_in_flight_holds_off_both_timeouts() {
-        let s = Arc::new(ConnState::new());
+        let s = Arc::new(ConnState::new(timeouts(1, 2)));
         let guard = s.request_started(Version::HTTP_11);
-        let t = timeouts(1, 2);
-        let expiry = s.expiry(&t);
+        let expiry = s.expiry();
         tokio::pin!(expiry);
         assert!(
             tokio::time::timeout(StdDuration::from_secs(300), expiry.as_mut())
@@ -426,11 +453,53 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn http2_pings_after_the_first_request_are_not_heads() {
-        let s = Arc::new(ConnState::new());
+        let s = Arc::new(ConnState::new(timeouts(1, 60)));
         drop(s.request_started(Version::HTTP_2));
         s.bytes_received();
         let started = Instant::now();
-        assert!(matches!(s.expiry(&timeouts(1, 60)).await, Expired::Idle));
+        assert!(matches!(s.expiry().await, Expired::Idle));
         assert_eq!(started.elapsed(), StdDuration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_starts_while_the_timer_sleeps_is_cut_off_on_time() {
+        // After a request: the timer looks again within a head timeout, so the
+        // next head needs no wake-up and still gets exactly its 10 s.
+        let s = Arc::new(ConnState::new(timeouts(10, 60)));
+        let guard = s.request_started(Version::HTTP_11);
+        let expiry = s.expiry();
+        tokio::pin!(expiry);
+        let secs = StdDuration::from_secs;
+        assert!(
+            tokio::time::timeout(secs(3), expiry.as_mut())
+                .await
+                .is_err()
+        );
+        drop(guard);
+        assert!(
+            tokio::time::timeout(secs(4), expiry.as_mut())
+                .await
+                .is_err()
+        );
+        s.bytes_received(); // t=7
+        let started = Instant::now();
+        assert!(matches!(expiry.await, Expired::RequestHeader));
+        assert_eq!(started.elapsed(), StdDuration::from_secs(10));
+
+        // Idle, the timer sleeping towards the idle timeout at 60 s: a head at
+        // 30 s wakes it, as its deadline comes first.
+        let s = Arc::new(ConnState::new(timeouts(10, 60)));
+        drop(s.request_started(Version::HTTP_11));
+        let expiry = s.expiry();
+        tokio::pin!(expiry);
+        assert!(
+            tokio::time::timeout(StdDuration::from_secs(30), expiry.as_mut())
+                .await
+                .is_err()
+        );
+        s.bytes_received();
+        let started = Instant::now();
+        assert!(matches!(expiry.await, Expired::RequestHeader));
+        assert_eq!(started.elapsed(), StdDuration::from_secs(10));
     }
 }
