@@ -146,17 +146,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !here.contains(&true) {
         return;
     }
-    // The names `Connection` lists that are present (removing an absent one
-    // does nothing), without parsing each token into a new name.
-    let connection = headers.get_all(header::CONNECTION);
-    let listed = |name: &HeaderName| {
-        connection
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
-    };
-    let named: Vec<HeaderName> = headers.keys().filter(|n| listed(n)).cloned().collect();
+    // Only the names `Connection` lists that are present need a new name to
+    // remove them by (usually none: `keep-alive`, `close`).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|token| headers.contains_key(*token))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
     for name in named {
         headers.remove(name);
     }
