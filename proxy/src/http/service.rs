@@ -15,6 +15,7 @@ use crate::health::{self, Outcome};
 use crate::server::Proxy;
 use crate::sticky::{self, CompiledSticky, Session};
 use crate::table::{ForwardedHeaders, IfUnavailable, Scheme};
+use crate::upstream;
 use bytes::Bytes;
 use http::Method;
 use http::header::{self, HeaderValue};
@@ -384,23 +385,15 @@ async fn forward(
         } else {
             parts.headers.clone()
         };
-        match Uri::builder()
-            .scheme(backend.upstream.scheme())
-            .authority(endpoint.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-        {
-            Ok(uri) => *upstream_req.uri_mut() = uri,
-            Err(e) => {
-                let err = ProxyError::Upstream(format!("cannot build the upstream URI: {e}"));
-                warn!(listener = listener_name, route = %route.name, status = 502, "{err}");
-                return error_response(listener, err);
-            }
-        }
+        // Origin form; the client adds the endpoint.
+        *upstream_req.uri_mut() = Uri::from(path_and_query.clone());
 
         let timeout = backend.timeouts.response;
-        let result =
-            tokio::time::timeout(timeout.to_std(), backend.upstream.request(upstream_req)).await;
+        let result = tokio::time::timeout(
+            timeout.to_std(),
+            backend.upstream.request(&endpoint.authority, upstream_req),
+        )
+        .await;
         let err = match result {
             Ok(Ok(mut response)) => {
                 if let Some(check) = &backend.passive_check {
@@ -501,7 +494,7 @@ async fn lease_for_session(
 
 /// Whether the request body failed (the client went away mid-upload): not the
 /// endpoint's fault, so passive checks do not count it.
-fn client_body_failed(err: &hyper_util::client::legacy::Error) -> bool {
+fn client_body_failed(err: &upstream::Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if e.downcast_ref::<hyper::Error>()
@@ -516,7 +509,7 @@ fn client_body_failed(err: &hyper_util::client::legacy::Error) -> bool {
 
 /// How an attempt failed before a response arrived.
 enum Failed {
-    Upstream(hyper_util::client::legacy::Error),
+    Upstream(upstream::Error),
     Timeout,
 }
 
