@@ -154,7 +154,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|token| headers.contains_key(*token))
+        .filter(|token| {
+            headers
+                .keys()
+                .any(|k| k.as_str().eq_ignore_ascii_case(token))
+        })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in named {

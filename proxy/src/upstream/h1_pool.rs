@@ -134,7 +134,7 @@ impl H1Pool {
     /// the response body, which may still be streaming).
     fn give_back(self: &Arc<Self>, authority: &Authority, mut tx: http1::SendRequest<RequestBody>) {
         if tx.is_ready() {
-            self.put(authority.clone(), tx);
+            self.put(authority, tx);
             return;
         }
         let pool = Arc::downgrade(self);
@@ -143,21 +143,29 @@ impl H1Pool {
             if tx.ready().await.is_ok()
                 && let Some(pool) = pool.upgrade()
             {
-                pool.put(authority, tx);
+                pool.put(&authority, tx);
             }
         });
     }
 
-    fn put(self: &Arc<Self>, authority: Authority, tx: http1::SendRequest<RequestBody>) {
+    fn put(self: &Arc<Self>, authority: &Authority, tx: http1::SendRequest<RequestBody>) {
         if self.idle_timeout.is_zero() {
             return;
         }
-        let since = Instant::now();
-        self.lock()
-            .entry(authority)
-            .or_default()
-            .push(Idle { tx, since });
-        if !self.reaping.swap(true, Ordering::AcqRel) {
+        let entry = Idle {
+            tx,
+            since: Instant::now(),
+        };
+        {
+            let mut idle = self.lock();
+            match idle.get_mut(authority) {
+                Some(list) => list.push(entry),
+                None => {
+                    idle.insert(authority.clone(), vec![entry]);
+                }
+            }
+        }
+        if !self.reaping.load(Ordering::Acquire) && !self.reaping.swap(true, Ordering::AcqRel) {
             tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
         }
     }
@@ -210,9 +218,15 @@ fn host_value(authority: &Authority) -> HeaderValue {
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// FNV-1a: the pool's keys are a few bytes long and not chosen by clients.
-#[derive(Default)]
+/// FNV-1a: the pool's keys are a few bytes long and not chosen by clients
+/// (`Authority` hashes byte by byte).
 struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
@@ -220,15 +234,13 @@ impl Hasher for Fnv {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
         for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            self.write_u8(*b);
         }
-        self.0 = h;
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
 }
 
