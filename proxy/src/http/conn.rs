@@ -25,7 +25,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -136,33 +136,103 @@ async fn serve_http<S>(
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
+    let stop_or_expiry = async {
+        tokio::select! {
+            () = stop.cancelled() => None,
+            expired = state.expiry() => Some(expired),
+        }
+    };
+    tokio::pin!(stop_or_expiry);
+    let mut side = Side::new();
 
     let mut closing = false;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    debug!(peer = %peer, "client connection ended: {e}");
-                }
-                return;
+    let result = std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
             }
-            () = stop.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+            if closing || !side.woken(cx) {
+                return Poll::Pending;
             }
-            expired = state.expiry(), if !closing => match expired {
-                Expired::RequestHeader => {
+            let Poll::Ready(event) = stop_or_expiry.as_mut().poll(&mut side.context()) else {
+                return Poll::Pending;
+            };
+            match event {
+                None => {}
+                Some(Expired::RequestHeader) => {
                     // No request is in flight, so nothing is lost by closing now.
                     debug!(peer = %peer, "request head not received within {}; closing", timeouts.request_header);
-                    return;
+                    return Poll::Ready(None);
                 }
-                Expired::Idle => {
-                    debug!(peer = %peer, "closing idle client connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            },
+                Some(Expired::Idle) => debug!(peer = %peer, "closing idle client connection"),
+            }
+            // The connection finishes what is in flight; poll it again now.
+            conn.as_mut().graceful_shutdown();
+            closing = true;
         }
+    })
+    .await;
+    if let Some(Err(e)) = result {
+        debug!(peer = %peer, "client connection ended: {e}");
+    }
+}
+
+/// Polls the stop signal and the timer only when they woke the connection's
+/// task, not at every wake-up (several per request), which would cost a
+/// `Notify` lock and a timer check each time.
+struct Side {
+    shared: Arc<SideWake>,
+    waker: Waker,
+    /// The task's waker as last given to `shared`.
+    task: Option<Waker>,
+}
+
+struct SideWake {
+    /// Set when the side futures woke the task; true at first, so they are
+    /// polled once to arm.
+    woken: AtomicBool,
+    task: std::sync::Mutex<Option<Waker>>,
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl Side {
+    fn new() -> Self {
+        let shared = Arc::new(SideWake {
+            woken: AtomicBool::new(true),
+            task: std::sync::Mutex::new(None),
+        });
+        Self {
+            waker: Waker::from(shared.clone()),
+            shared,
+            task: None,
+        }
+    }
+
+    /// Whether the side futures need a poll (and the flag is cleared).
+    fn woken(&mut self, cx: &Context<'_>) -> bool {
+        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            let mut task = self.shared.task.lock().unwrap_or_else(|e| e.into_inner());
+            *task = Some(cx.waker().clone());
+            self.task = Some(cx.waker().clone());
+        }
+        self.shared.woken.swap(false, Ordering::SeqCst)
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context::from_waker(&self.waker)
     }
 }
 
