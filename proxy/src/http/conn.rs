@@ -441,7 +441,7 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let result = super::small_writes::poll_write_vectored(Pin::new(&mut self.inner), cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.state.bytes_sent();
         }

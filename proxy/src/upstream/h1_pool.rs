@@ -12,12 +12,14 @@
 //! done; `Host` is added when the request has none.
 
 use crate::http::body::RequestBody;
+use crate::http::small_writes::SmallWrites;
 use http::header::{HOST, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,6 +119,7 @@ impl H1Pool {
             .call(uri)
             .await
             .map_err(|e| Error::new(Kind::Connect, e))?;
+        let io = TokioIo::new(SmallWrites(io.into_inner()));
         let (tx, conn) = http1::handshake(io)
             .await
             .map_err(|e| Error::new(Kind::Connect, e))?;
