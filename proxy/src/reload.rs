@@ -130,7 +130,7 @@ fn start_watcher(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::R
         _ => PathBuf::from("."),
     };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| may_change(&e.kind)) {
             let _ = tx.send(());
         }
     })
@@ -143,6 +143,17 @@ fn start_watcher(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::R
     Some(watcher)
 }
 
+/// Whether an event can mean new contents. Opening or reading a file cannot,
+/// and `run` reads the file after every event: counting those made each
+/// reload's own read trigger the next one, 20 times a second.
+fn may_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(access) => *access == AccessKind::Close(AccessMode::Write),
+        _ => true,
+    }
+}
+
 /// Fallback when file events are unavailable: a nudge each interval; `run`
 /// compares contents, so an unchanged file costs one read.
 async fn poll(tx: mpsc::UnboundedSender<()>) {
@@ -151,6 +162,34 @@ async fn poll(tx: mpsc::UnboundedSender<()>) {
         tick.tick().await;
         if tx.send(()).is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
+
+    #[test]
+    fn reading_the_file_is_not_a_change_but_writing_it_is() {
+        let reads = [
+            AccessKind::Open(AccessMode::Any),
+            AccessKind::Read,
+            AccessKind::Close(AccessMode::Read),
+        ];
+        for access in reads {
+            assert!(!may_change(&EventKind::Access(access)), "{access:?}");
+        }
+        let changes = [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Any,
+        ];
+        for kind in changes {
+            assert!(may_change(&kind), "{kind:?}");
         }
     }
 }

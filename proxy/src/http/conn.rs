@@ -10,7 +10,7 @@
 
 use super::ProxyBody;
 use super::secure::TlsSession;
-use super::service::{self, ConnInfo};
+use super::service::{self, ConnContext, ConnInfo};
 use crate::server::Proxy;
 use crate::table::ListenerTimeouts;
 use crate::tls::scopes::ListenerTlsConfigs;
@@ -25,7 +25,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -42,7 +42,7 @@ pub async fn serve(
     stop: CancellationToken,
     passthrough: Option<crate::tcp::SniSplit>,
 ) {
-    let state = Arc::new(ConnState::new());
+    let state = Arc::new(ConnState::new(timeouts));
     let tracked = Tracked {
         inner: stream,
         state: state.clone(),
@@ -117,13 +117,14 @@ async fn serve_http<S>(
     builder.http2().timer(TokioTimer::new());
 
     let peer = info.peer;
+    let cx = Arc::new(ConnContext::new(info));
     let svc_state = state.clone();
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = proxy.clone();
-        let info = info.clone();
+        let cx = cx.clone();
         let guard = svc_state.request_started(req.version());
         async move {
-            let response = service::handle(&proxy, req, info).await;
+            let response = service::handle(&proxy, req, &cx).await;
             if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 guard.0.heads_done.store(true, Ordering::Relaxed);
             }
@@ -135,33 +136,103 @@ async fn serve_http<S>(
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
+    let stop_or_expiry = async {
+        tokio::select! {
+            () = stop.cancelled() => None,
+            expired = state.expiry() => Some(expired),
+        }
+    };
+    tokio::pin!(stop_or_expiry);
+    let mut side = Side::new();
 
     let mut closing = false;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    debug!(peer = %peer, "client connection ended: {e}");
-                }
-                return;
+    let result = std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
             }
-            () = stop.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+            if closing || !side.woken(cx) {
+                return Poll::Pending;
             }
-            expired = state.expiry(&timeouts), if !closing => match expired {
-                Expired::RequestHeader => {
+            let Poll::Ready(event) = stop_or_expiry.as_mut().poll(&mut side.context()) else {
+                return Poll::Pending;
+            };
+            match event {
+                None => {}
+                Some(Expired::RequestHeader) => {
                     // No request is in flight, so nothing is lost by closing now.
                     debug!(peer = %peer, "request head not received within {}; closing", timeouts.request_header);
-                    return;
+                    return Poll::Ready(None);
                 }
-                Expired::Idle => {
-                    debug!(peer = %peer, "closing idle client connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            },
+                Some(Expired::Idle) => debug!(peer = %peer, "closing idle client connection"),
+            }
+            // The connection finishes what is in flight; poll it again now.
+            conn.as_mut().graceful_shutdown();
+            closing = true;
         }
+    })
+    .await;
+    if let Some(Err(e)) = result {
+        debug!(peer = %peer, "client connection ended: {e}");
+    }
+}
+
+/// Polls the stop signal and the timer only when they woke the connection's
+/// task, not at every wake-up (several per request), which would cost a
+/// `Notify` lock and a timer check each time.
+struct Side {
+    shared: Arc<SideWake>,
+    waker: Waker,
+    /// The task's waker as last given to `shared`.
+    task: Option<Waker>,
+}
+
+struct SideWake {
+    /// Set when the side futures woke the task; true at first, so they are
+    /// polled once to arm.
+    woken: AtomicBool,
+    task: std::sync::Mutex<Option<Waker>>,
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl Side {
+    fn new() -> Self {
+        let shared = Arc::new(SideWake {
+            woken: AtomicBool::new(true),
+            task: std::sync::Mutex::new(None),
+        });
+        Self {
+            waker: Waker::from(shared.clone()),
+            shared,
+            task: None,
+        }
+    }
+
+    /// Whether the side futures need a poll (and the flag is cleared).
+    fn woken(&mut self, cx: &Context<'_>) -> bool {
+        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            let mut task = self.shared.task.lock().unwrap_or_else(|e| e.into_inner());
+            *task = Some(cx.waker().clone());
+            self.task = Some(cx.waker().clone());
+        }
+        self.shared.woken.swap(false, Ordering::SeqCst)
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context::from_waker(&self.waker)
     }
 }
 
@@ -172,8 +243,17 @@ enum Expired {
 
 /// Shared between the socket wrapper, the service and the timer of one connection.
 /// Times are milliseconds since `epoch`; `NOT_STARTED` means no head is awaited.
+///
+/// The timer does not follow each request: it looks at the state when it
+/// fires, at or before every deadline, and sleeps again until the next one.
+/// Only a head that must be cut off before the timer's next look wakes it
+/// early, so a busy keep-alive connection sets no timer and sends no wake-up
+/// per request.
 struct ConnState {
     epoch: Instant,
+    timeouts: ListenerTimeouts,
+    /// When the timer looks next (ms); `u64::MAX` until it has worked that out.
+    next_look_ms: AtomicU64,
     last_activity_ms: AtomicU64,
     head_started_ms: AtomicU64,
     in_flight: AtomicUsize,
@@ -186,9 +266,11 @@ struct ConnState {
 const NOT_STARTED: u64 = u64::MAX;
 
 impl ConnState {
-    fn new() -> Self {
+    fn new(timeouts: ListenerTimeouts) -> Self {
         Self {
             epoch: Instant::now(),
+            timeouts,
+            next_look_ms: AtomicU64::new(u64::MAX),
             last_activity_ms: AtomicU64::new(0),
             // Armed at accept: a client that never sends anything is cut off too.
             head_started_ms: AtomicU64::new(0),
@@ -214,7 +296,10 @@ impl ConnState {
             && self.head_started_ms.load(Ordering::Relaxed) == NOT_STARTED;
         if awaiting_head {
             self.head_started_ms.store(now, Ordering::Relaxed);
-            self.head_armed.notify_one();
+            let deadline = now.saturating_add(self.timeouts.request_header.as_millis());
+            if deadline < self.next_look_ms.load(Ordering::SeqCst) {
+                self.head_armed.notify_one();
+            }
         }
     }
 
@@ -232,33 +317,50 @@ impl ConnState {
         InFlight(self.clone())
     }
 
-    /// Completes when a timeout applies; recomputed whenever a head starts.
-    async fn expiry(&self, timeouts: &ListenerTimeouts) -> Expired {
+    /// Completes when a timeout applies.
+    async fn expiry(&self) -> Expired {
+        let timeouts = &self.timeouts;
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
         loop {
+            // A head starting while this works out the next look wakes it.
+            self.next_look_ms.store(u64::MAX, Ordering::SeqCst);
             let armed = self.head_armed.notified();
             let idle = self.in_flight.load(Ordering::Relaxed) == 0;
             let head_started = self.head_started_ms.load(Ordering::Relaxed);
             let head_deadline = (idle && head_started != NOT_STARTED)
-                .then(|| self.at(head_started) + timeouts.request_header.to_std());
+                .then(|| head_started.saturating_add(timeouts.request_header.as_millis()));
             let idle_deadline = idle.then(|| {
-                self.at(self.last_activity_ms.load(Ordering::Relaxed))
-                    + timeouts.client_idle.to_std()
+                self.last_activity_ms
+                    .load(Ordering::Relaxed)
+                    .saturating_add(timeouts.client_idle.as_millis())
             });
-            let now = Instant::now();
+            let now = self.now_ms();
             if head_deadline.is_some_and(|d| now >= d) {
                 return Expired::RequestHeader;
             }
             if idle_deadline.is_some_and(|d| now >= d) {
                 return Expired::Idle;
             }
-            // With a request in flight, re-check now and then: it may finish.
+            // With a request in flight, look again now and then: it may
+            // finish. No later than a head timeout from now, so a head that
+            // starts in between need not wake the timer (see `bytes_received`).
             let next = [head_deadline, idle_deadline]
                 .into_iter()
                 .flatten()
                 .min()
-                .unwrap_or(now + timeouts.client_idle.to_std());
+                .unwrap_or_else(|| {
+                    now.saturating_add(
+                        timeouts
+                            .client_idle
+                            .as_millis()
+                            .min(timeouts.request_header.as_millis()),
+                    )
+                });
+            self.next_look_ms.store(next, Ordering::SeqCst);
+            sleep.as_mut().reset(self.at(next));
             tokio::select! {
-                () = tokio::time::sleep_until(next) => {}
+                () = sleep.as_mut() => {}
                 () = armed => {}
             }
         }
@@ -339,7 +441,7 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let result = super::small_writes::poll_write_vectored(Pin::new(&mut self.inner), cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.state.bytes_sent();
         }
@@ -374,43 +476,39 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_hits_the_header_timeout() {
-        let s = ConnState::new();
+        let s = ConnState::new(timeouts(10, 60));
         let started = Instant::now();
-        assert!(matches!(
-            s.expiry(&timeouts(10, 60)).await,
-            Expired::RequestHeader
-        ));
+        assert!(matches!(s.expiry().await, Expired::RequestHeader));
         assert_eq!(started.elapsed(), StdDuration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
     async fn keep_alive_waits_for_client_idle_then_a_new_head_gets_the_header_timeout() {
-        let s = Arc::new(ConnState::new());
-        drop(s.request_started(Version::HTTP_11)); // one request served at t=0
         let t = timeouts(10, 60);
+        let s = Arc::new(ConnState::new(t));
+        drop(s.request_started(Version::HTTP_11)); // one request served at t=0
         tokio::time::advance(StdDuration::from_secs(30)).await;
         s.bytes_received(); // first byte of the next request, at t=30
         let started = Instant::now();
-        assert!(matches!(s.expiry(&t).await, Expired::RequestHeader));
+        assert!(matches!(s.expiry().await, Expired::RequestHeader));
         assert_eq!(
             started.elapsed(),
             StdDuration::from_secs(10),
             "counted from the first byte"
         );
 
-        let s = Arc::new(ConnState::new());
+        let s = Arc::new(ConnState::new(t));
         drop(s.request_started(Version::HTTP_11));
         let started = Instant::now();
-        assert!(matches!(s.expiry(&t).await, Expired::Idle));
+        assert!(matches!(s.expiry().await, Expired::Idle));
         assert_eq!(started.elapsed(), StdDuration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_in_flight_holds_off_both_timeouts() {
-        let s = Arc::new(ConnState::new());
+        let s = Arc::new(ConnState::new(timeouts(1, 2)));
         let guard = s.request_started(Version::HTTP_11);
-        let t = timeouts(1, 2);
-        let expiry = s.expiry(&t);
+        let expiry = s.expiry();
         tokio::pin!(expiry);
         assert!(
             tokio::time::timeout(StdDuration::from_secs(300), expiry.as_mut())
@@ -425,11 +523,53 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn http2_pings_after_the_first_request_are_not_heads() {
-        let s = Arc::new(ConnState::new());
+        let s = Arc::new(ConnState::new(timeouts(1, 60)));
         drop(s.request_started(Version::HTTP_2));
         s.bytes_received();
         let started = Instant::now();
-        assert!(matches!(s.expiry(&timeouts(1, 60)).await, Expired::Idle));
+        assert!(matches!(s.expiry().await, Expired::Idle));
         assert_eq!(started.elapsed(), StdDuration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_starts_while_the_timer_sleeps_is_cut_off_on_time() {
+        // After a request: the timer looks again within a head timeout, so the
+        // next head needs no wake-up and still gets exactly its 10 s.
+        let s = Arc::new(ConnState::new(timeouts(10, 60)));
+        let guard = s.request_started(Version::HTTP_11);
+        let expiry = s.expiry();
+        tokio::pin!(expiry);
+        let secs = StdDuration::from_secs;
+        assert!(
+            tokio::time::timeout(secs(3), expiry.as_mut())
+                .await
+                .is_err()
+        );
+        drop(guard);
+        assert!(
+            tokio::time::timeout(secs(4), expiry.as_mut())
+                .await
+                .is_err()
+        );
+        s.bytes_received(); // t=7
+        let started = Instant::now();
+        assert!(matches!(expiry.await, Expired::RequestHeader));
+        assert_eq!(started.elapsed(), StdDuration::from_secs(10));
+
+        // Idle, the timer sleeping towards the idle timeout at 60 s: a head at
+        // 30 s wakes it, as its deadline comes first.
+        let s = Arc::new(ConnState::new(timeouts(10, 60)));
+        drop(s.request_started(Version::HTTP_11));
+        let expiry = s.expiry();
+        tokio::pin!(expiry);
+        assert!(
+            tokio::time::timeout(StdDuration::from_secs(30), expiry.as_mut())
+                .await
+                .is_err()
+        );
+        s.bytes_received();
+        let started = Instant::now();
+        assert!(matches!(expiry.await, Expired::RequestHeader));
+        assert_eq!(started.elapsed(), StdDuration::from_secs(10));
     }
 }

@@ -94,7 +94,7 @@ impl ProxyError {
     }
 
     /// Classifies a failure of the pooled client.
-    pub fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
+    pub fn from_client(err: &crate::upstream::Error) -> Self {
         let io_kind = find_io_kind(err);
         if err.is_connect() {
             if io_kind == Some(std::io::ErrorKind::TimedOut) {

@@ -34,9 +34,26 @@ fn client_cert_names() -> [&'static HeaderName; 5] {
 /// Removes client-certificate headers a client sent, on every listener, so a
 /// backend can trust them.
 pub fn strip_client_cert(headers: &mut HeaderMap) {
-    for name in client_cert_names() {
-        headers.remove(name);
+    let names = client_cert_names();
+    let here = found(headers, &names);
+    for (name, here) in names.into_iter().zip(here) {
+        if here {
+            headers.remove(name);
+        }
     }
+}
+
+/// Which of `names` `headers` holds, in one pass over its names: messages
+/// rarely carry any, and a hashed removal of each absent name costs more
+/// than comparing the few names a message has.
+fn found<const N: usize>(headers: &HeaderMap, names: &[&HeaderName; N]) -> [bool; N] {
+    let mut here = [false; N];
+    for name in headers.keys() {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            here[i] = true;
+        }
+    }
+    here
 }
 
 /// The client-certificate headers of one connection, built once at its
@@ -124,12 +141,25 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `TE: trailers` is end-to-end in practice (gRPC) and is kept.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let fixed = fixed_hop_by_hop();
+    let here = found(headers, &fixed);
+    if !here.contains(&true) {
+        return;
+    }
+    // Only the names `Connection` lists that are present need a new name to
+    // remove them by (usually none: `keep-alive`, `close`).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| {
+            headers
+                .keys()
+                .any(|k| k.as_str().eq_ignore_ascii_case(token))
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
@@ -137,8 +167,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let keep_te = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in fixed_hop_by_hop() {
-        if *name == header::TE && keep_te {
+    for (name, here) in fixed.into_iter().zip(here) {
+        if !here || (*name == header::TE && keep_te) {
             continue;
         }
         headers.remove(name);
@@ -152,21 +182,19 @@ pub fn restore_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` per the listener's policy.
-/// `host` is the request's original Host (or :authority).
+/// `client` is the client's address as a value ([`client_value`]); `host` is
+/// the request's original Host (or :authority).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     mode: ForwardedHeaders,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let client_value = HeaderValue::from_str(&client.to_string());
     match mode {
         ForwardedHeaders::Off => {}
         ForwardedHeaders::Replace => {
-            if let Ok(v) = client_value {
-                headers.insert(&X_FORWARDED_FOR, v);
-            }
+            headers.insert(&X_FORWARDED_FOR, client.clone());
             headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
             match host {
                 Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
@@ -183,7 +211,7 @@ pub fn set_forwarded(
             if !joined.is_empty() {
                 joined.extend_from_slice(b", ");
             }
-            joined.extend_from_slice(client.to_string().as_bytes());
+            joined.extend_from_slice(client.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&joined) {
                 headers.insert(&X_FORWARDED_FOR, v);
             }
@@ -197,6 +225,13 @@ pub fn set_forwarded(
             }
         }
     }
+}
+
+/// A client address as an `X-Forwarded-For` value, made once per connection
+/// (formatting it per request cost more than the rest of the header edits).
+pub fn client_value(client: IpAddr) -> HeaderValue {
+    // An address's text is always a valid value.
+    HeaderValue::try_from(client.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
@@ -261,7 +296,7 @@ mod tests {
         set_forwarded(
             &mut h,
             ForwardedHeaders::Replace,
-            "10.0.0.7".parse().unwrap(),
+            &client_value("10.0.0.7".parse().unwrap()),
             "http",
             Some(&host),
         );
@@ -281,7 +316,7 @@ mod tests {
         set_forwarded(
             &mut h,
             ForwardedHeaders::Trust,
-            "::1".parse().unwrap(),
+            &client_value("::1".parse().unwrap()),
             "http",
             Some(&host),
         );
@@ -330,7 +365,7 @@ mod tests {
         set_forwarded(
             &mut h,
             ForwardedHeaders::Off,
-            "10.0.0.1".parse().unwrap(),
+            &client_value("10.0.0.1".parse().unwrap()),
             "http",
             None,
         );

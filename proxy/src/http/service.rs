@@ -14,7 +14,8 @@ use crate::compile::{
 use crate::health::{self, Outcome};
 use crate::server::Proxy;
 use crate::sticky::{self, CompiledSticky, Session};
-use crate::table::{IfUnavailable, Scheme};
+use crate::table::{ForwardedHeaders, IfUnavailable, Scheme};
+use crate::upstream;
 use bytes::Bytes;
 use http::Method;
 use http::header::{self, HeaderValue};
@@ -26,7 +27,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tracing::{debug, info, warn};
 
 /// Where a connection came from and which listener accepted it.
@@ -40,7 +41,35 @@ pub struct ConnInfo {
     pub tls_session: Option<Arc<TlsSession>>,
 }
 
-pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+/// What the requests of one connection share: where it came from, and what
+/// is worked out once for all of them.
+pub struct ConnContext {
+    pub info: ConnInfo,
+    /// The client's address as an `X-Forwarded-For` value, made at first use.
+    forwarded_for: OnceLock<HeaderValue>,
+}
+
+impl ConnContext {
+    pub fn new(info: ConnInfo) -> Self {
+        Self {
+            info,
+            forwarded_for: OnceLock::new(),
+        }
+    }
+
+    /// The address routing saw: an IPv4 client of a dual-stack socket is IPv4 here too.
+    fn forwarded_for(&self) -> &HeaderValue {
+        self.forwarded_for
+            .get_or_init(|| headers::client_value(canonical_client(self.info.peer.ip())))
+    }
+}
+
+pub async fn handle(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    cx: &ConnContext,
+) -> Response<ProxyBody> {
+    let conn = &cx.info;
     // The one load of this request: it keeps this table version to the end.
     let table = proxy.table();
     let Some(listener) = table.listener(conn.bind) else {
@@ -75,11 +104,11 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
     if route.https_redirect && !conn.tls && !secure::is_acme_challenge(&path) {
         let response = secure::https_redirect(&host, http.https_redirect_port, req.uri());
         debug!(listener = %listener.name, route = %route.name, status = response.status().as_u16(), "redirect to https");
-        return with_route_headers(route, &conn, response);
+        return with_route_headers(route, conn, response);
     }
     if !route.access.admits(client) {
         info!(listener = %listener.name, route = %route.name, %client, status = 403, "client address not allowed");
-        return with_route_headers(route, &conn, error_response(http, ProxyError::Forbidden));
+        return with_route_headers(route, conn, error_response(http, ProxyError::Forbidden));
     }
     let response = match &route.action {
         CompiledAction::Forward(ix) => {
@@ -98,7 +127,7 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
                 normalized_path: normalized.as_deref(),
                 backend,
             };
-            forward(target, req, &conn, hash).await
+            forward(target, req, cx, hash).await
         }
         CompiledAction::MissingBackend(id) => {
             let err = ProxyError::MissingBackend(id.clone());
@@ -142,7 +171,7 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: ConnInfo) -> Re
         }
         CompiledAction::Respond(fixed) => fixed_response(fixed),
     };
-    with_route_headers(route, &conn, response)
+    with_route_headers(route, conn, response)
 }
 
 /// The route's response edits, and its HSTS header over TLS only (RFC 6797
@@ -240,9 +269,10 @@ fn upstream_path_and_query(
 async fn forward(
     target: Target<'_>,
     mut req: Request<Incoming>,
-    conn: &ConnInfo,
+    cx: &ConnContext,
     hash: Option<u64>,
 ) -> Response<ProxyBody> {
+    let conn = &cx.info;
     let Target {
         listener_name,
         listener,
@@ -277,15 +307,16 @@ async fn forward(
     if let Some(protocol) = upgrade {
         headers::restore_upgrade(&mut parts.headers, protocol);
     }
-    let host = parts.headers.get(header::HOST).cloned();
-    // The address routing saw: an IPv4 client of a dual-stack socket is IPv4 here too.
-    headers::set_forwarded(
-        &mut parts.headers,
-        listener.forwarded,
-        canonical_client(conn.peer.ip()),
-        if conn.tls { "https" } else { "http" },
-        host.as_ref(),
-    );
+    if listener.forwarded != ForwardedHeaders::Off {
+        let host = parts.headers.get(header::HOST).cloned();
+        headers::set_forwarded(
+            &mut parts.headers,
+            listener.forwarded,
+            cx.forwarded_for(),
+            if conn.tls { "https" } else { "http" },
+            host.as_ref(),
+        );
+    }
     // Only this proxy says what a client certificate was.
     headers::strip_client_cert(&mut parts.headers);
     // The route's edits come next, so they can override anything above.
@@ -354,23 +385,15 @@ async fn forward(
         } else {
             parts.headers.clone()
         };
-        match Uri::builder()
-            .scheme(backend.upstream.scheme())
-            .authority(endpoint.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-        {
-            Ok(uri) => *upstream_req.uri_mut() = uri,
-            Err(e) => {
-                let err = ProxyError::Upstream(format!("cannot build the upstream URI: {e}"));
-                warn!(listener = listener_name, route = %route.name, status = 502, "{err}");
-                return error_response(listener, err);
-            }
-        }
+        // Origin form; the client adds the endpoint.
+        *upstream_req.uri_mut() = Uri::from(path_and_query.clone());
 
         let timeout = backend.timeouts.response;
-        let result =
-            tokio::time::timeout(timeout.to_std(), backend.upstream.request(upstream_req)).await;
+        let result = tokio::time::timeout(
+            timeout.to_std(),
+            backend.upstream.request(&endpoint.authority, upstream_req),
+        )
+        .await;
         let err = match result {
             Ok(Ok(mut response)) => {
                 if let Some(check) = &backend.passive_check {
@@ -471,7 +494,7 @@ async fn lease_for_session(
 
 /// Whether the request body failed (the client went away mid-upload): not the
 /// endpoint's fault, so passive checks do not count it.
-fn client_body_failed(err: &hyper_util::client::legacy::Error) -> bool {
+fn client_body_failed(err: &upstream::Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if e.downcast_ref::<hyper::Error>()
@@ -486,7 +509,7 @@ fn client_body_failed(err: &hyper_util::client::legacy::Error) -> bool {
 
 /// How an attempt failed before a response arrived.
 enum Failed {
-    Upstream(hyper_util::client::legacy::Error),
+    Upstream(upstream::Error),
     Timeout,
 }
 

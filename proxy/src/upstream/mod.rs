@@ -9,41 +9,57 @@
 
 mod client_config;
 mod connector;
+mod h1_pool;
 
 pub use client_config::client_config;
 pub use connector::{TlsConnector, TlsIo};
 
 use crate::http::body::RequestBody;
 use crate::table::{BackendProtocol, BackendTimeouts, BackendTls, Certificate};
-use http::Request;
-use http::uri::Scheme;
+use h1_pool::H1Pool;
+use http::uri::{Authority, Scheme, Uri};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Builder, Client, ResponseFuture};
+use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// A backend's client: plain HTTP, or HTTPS with its TLS settings.
+/// A backend's client: plain HTTP/1.1 (our pool), h2c, or HTTPS with its TLS
+/// settings (hyper-util's pooled client).
 #[derive(Clone)]
 pub enum Upstream {
+    Http1(Arc<H1Pool>),
     Plain(Client<HttpConnector, RequestBody>),
     Tls(Client<TlsConnector, RequestBody>),
 }
 
 impl Upstream {
-    /// Sends `req`, whose URI carries [`Self::scheme`] and the endpoint.
-    pub fn request(&self, req: Request<RequestBody>) -> ResponseFuture {
+    /// Sends `req`, whose URI is the path and query, to the endpoint at `authority`.
+    pub async fn request(
+        &self,
+        authority: &Authority,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Error> {
         match self {
-            Self::Plain(client) => client.request(req),
-            Self::Tls(client) => client.request(req),
+            Self::Http1(pool) => pool.send(authority, req).await.map_err(Error::Pool),
+            Self::Plain(client) => client
+                .request(absolute(req, Scheme::HTTP, authority)?)
+                .await
+                .map_err(Error::Client),
+            Self::Tls(client) => client
+                .request(absolute(req, Scheme::HTTPS, authority)?)
+                .await
+                .map_err(Error::Client),
         }
     }
 
     /// The scheme of request URIs: TLS clients connect only `https` ones.
     pub fn scheme(&self) -> Scheme {
         match self {
-            Self::Plain(_) => Scheme::HTTP,
+            Self::Http1(_) | Self::Plain(_) => Scheme::HTTP,
             Self::Tls(_) => Scheme::HTTPS,
         }
     }
@@ -55,6 +71,41 @@ impl Upstream {
             builder(BackendProtocol::Http1, &BackendTimeouts::default())
                 .build(TlsConnector::refusing(reason)),
         )
+    }
+}
+
+/// hyper-util's client routes by the URI's scheme and authority.
+fn absolute(
+    mut req: Request<RequestBody>,
+    scheme: Scheme,
+    authority: &Authority,
+) -> Result<Request<RequestBody>, Error> {
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority.clone());
+    *req.uri_mut() = Uri::from_parts(parts).map_err(Error::Uri)?;
+    Ok(req)
+}
+
+/// Why a request got no response from the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Client(hyper_util::client::legacy::Error),
+    #[error(transparent)]
+    Pool(h1_pool::Error),
+    #[error("cannot build the upstream URI: {0}")]
+    Uri(http::uri::InvalidUriParts),
+}
+
+impl Error {
+    /// The connection could not be made: nothing reached the backend.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            Self::Client(e) => e.is_connect(),
+            Self::Pool(e) => e.is_connect(),
+            Self::Uri(_) => false,
+        }
     }
 }
 
@@ -88,7 +139,15 @@ impl Upstreams {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients
             .entry(key)
-            .or_insert_with(|| Upstream::Plain(builder(protocol, timeouts).build(http(timeouts))))
+            .or_insert_with(|| match protocol {
+                BackendProtocol::Http1 => Upstream::Http1(Arc::new(H1Pool::new(
+                    http(timeouts),
+                    timeouts.pool_idle.to_std(),
+                ))),
+                BackendProtocol::H2c => {
+                    Upstream::Plain(builder(protocol, timeouts).build(http(timeouts)))
+                }
+            })
             .clone()
     }
 
