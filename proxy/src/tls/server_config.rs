@@ -135,6 +135,10 @@ pub fn server_config(
         Some(r) => {
             config.ticketer = r.ticketer.clone();
             config.session_storage = r.sessions.clone();
+            // One ticket per handshake, as OpenSSL sends after a resumption:
+            // every connection leaves the client a ticket for its next one,
+            // and a resumed handshake costs both sides one ticket less.
+            config.send_tls13_tickets = 1;
         }
         None => {
             // The builder's ticketer makes no tickets; TLS 1.3 stateful tickets
