@@ -46,8 +46,9 @@ pub struct ListenerView {
     pub name: String,
     pub bind: std::net::SocketAddr,
     pub kind: &'static str,
-    #[serde(flatten)]
-    pub counters: CountersView,
+    /// Only `tcp` listeners count connections; others show none rather than zeros.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<CountersView>,
 }
 
 /// Every listener of `table`; counters are kept for `tcp` listeners.
@@ -58,10 +59,10 @@ pub fn listeners_view(table: &crate::compile::CompiledTable) -> Vec<ListenerView
         .iter()
         .map(|l| {
             let (kind, counters) = match (&l.kind, &l.transport) {
-                (ListenerKind::Tcp(tcp), _) => ("tcp", tcp.counters.view()),
-                (ListenerKind::Passthrough(_), _) => ("tls_passthrough", CountersView::default()),
-                (ListenerKind::Http(_), Transport::Plain) => ("http", CountersView::default()),
-                (ListenerKind::Http(_), _) => ("https", CountersView::default()),
+                (ListenerKind::Tcp(tcp), _) => ("tcp", Some(tcp.counters.view())),
+                (ListenerKind::Passthrough(_), _) => ("tls_passthrough", None),
+                (ListenerKind::Http(_), Transport::Plain) => ("http", None),
+                (ListenerKind::Http(_), _) => ("https", None),
             };
             ListenerView {
                 name: l.name.to_string(),
@@ -147,6 +148,27 @@ impl CounterRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_tcp_listeners_show_counters() {
+        let table = crate::table::from_yaml_str(
+            "
+listeners:
+  - tcp: {name: db, bind: 127.0.0.1:1, backend: b}
+  - http: {name: web, bind: 127.0.0.1:2}
+backends:
+  b: {}
+",
+        )
+        .unwrap();
+        let runtime = crate::runtime::Runtime::default();
+        let compiled = crate::compile::compile(table, &runtime).unwrap();
+        let json = serde_json::to_value(listeners_view(&compiled)).unwrap();
+        assert_eq!(json[0]["kind"], "tcp");
+        assert_eq!(json[0]["accepted"], 0);
+        assert_eq!(json[1]["kind"], "http");
+        assert!(json[1].get("accepted").is_none(), "{json}");
+    }
 
     #[test]
     fn the_limit_admits_max_conn_and_counts_the_rest() {
